@@ -1,0 +1,321 @@
+"""The CTKD model: a student trained with a scratch teacher and a frozen expert."""
+
+import keras
+import tensorflow as tf
+
+from ctkd_tf import losses, models
+
+# The method doc's defaults: the Rocket Launching hint weight and the Attention
+# Transfer weight (with the per-point spatial mean).
+DEFAULT_HINT_WEIGHT = 0.03
+DEFAULT_ATTENTION_WEIGHT = 1000.0
+ATTENTION_TARGETS = ("student", "scratch")
+
+
+def feature_tap(model, layer_names, role, with_logits=True):
+    """A functional model returning a network's logits and named layer outputs.
+
+    It shares the network's layers and weights, so one call computes everything
+    the losses need in one forward pass.
+
+    Args:
+        model: a functional or Sequential `keras.Model`.
+        layer_names: names of the layers to tap, in order.
+        role: how the model is called in error messages ("student", ...).
+        with_logits: put the model's output first.
+
+    Returns:
+        A `keras.Model` returning `[logits, *features]` (or `[*features]`).
+
+    Raises:
+        ValueError: for a subclassed model or a missing layer.
+    """
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"The {role} {model.name!r} is a subclassed model: attention maps are "
+            "tapped by layer name, which needs a functional or Sequential model."
+        )
+    known = {layer.name for layer in model.layers}
+    missing = [name for name in layer_names if name not in known]
+    if missing:
+        raise ValueError(
+            f"The {role} {model.name!r} has no layer named {', '.join(map(repr, missing))}. "
+            f"Its layers: {', '.join(sorted(known))}."
+        )
+    outputs = [model.get_layer(name).output for name in layer_names]
+    if with_logits:
+        outputs = [model.outputs[0], *outputs]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=f"{model.name}_tap")
+
+
+def _resolve_weight(value, default, has_teacher, argument, teacher):
+    if value is None:
+        return default if has_teacher else 0.0
+    value = float(value)
+    if value < 0:
+        raise ValueError(f"{argument} must be >= 0, got {value}.")
+    if value > 0 and not has_teacher:
+        raise ValueError(f"{argument}={value} needs a {teacher}; pass {teacher}= or {argument}=0.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="ctkd_tf")
+class CTKD(keras.Model):
+    """Collaborative Teaching Knowledge Distillation (Zhao et al., 2019).
+
+    The student follows the logits of a scratch teacher trained with it step by
+    step (the hint, gradient-blocked toward the teacher), and the attention maps
+    of a frozen, pre-trained expert. Calling the model calls the student. Without
+    a scratch teacher it is Attention Transfer, without an expert Rocket Launching,
+    without both plain training of the student.
+
+    Args:
+        student: a `keras.Model` mapping images to logits.
+        scratch_teacher: a `keras.Model` trained jointly from scratch, or None.
+        expert_teacher: a pre-trained `keras.Model`, frozen here, or None.
+        attention_pairs: `[(trained_layer, expert_layer), ...]`, the matching points;
+            None uses the zoo's residual group outputs (`models.GROUP_OUTPUTS`).
+        attention_target: `"student"` (the paper) or `"scratch"` (the reference
+            code): which trained network the expert's attention maps guide.
+        hint_weight: weight of the hint; None means 0.03 with a scratch teacher.
+        attention_weight: weight of the attention term; None means 1000 with an
+            expert.
+        name: the model's name.
+
+    Raises:
+        ValueError: for unknown layer names, attention maps of different spatial
+            sizes, networks with different classes or input shapes, negative
+            weights, or a weight whose teacher is missing.
+    """
+
+    def __init__(
+        self,
+        student,
+        scratch_teacher=None,
+        expert_teacher=None,
+        attention_pairs=None,
+        attention_target="student",
+        hint_weight=None,
+        attention_weight=None,
+        name="ctkd",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        for role, net in (
+            ("student", student),
+            ("scratch_teacher", scratch_teacher),
+            ("expert_teacher", expert_teacher),
+        ):
+            if net is not None and not isinstance(net, keras.Model):
+                raise ValueError(f"{role} must be a keras.Model, got {type(net).__name__}.")
+        if attention_target not in ATTENTION_TARGETS:
+            raise ValueError(
+                f"attention_target must be one of {ATTENTION_TARGETS}, got {attention_target!r}."
+            )
+        if attention_target == "scratch" and expert_teacher is not None and scratch_teacher is None:
+            raise ValueError('attention_target="scratch" needs a scratch_teacher.')
+        self.student = student
+        self.scratch_teacher = scratch_teacher
+        self.expert_teacher = expert_teacher
+        self.attention_target = attention_target
+        self.hint_weight = _resolve_weight(
+            hint_weight, DEFAULT_HINT_WEIGHT, scratch_teacher is not None, "hint_weight", "scratch_teacher"
+        )
+        self.attention_weight = _resolve_weight(
+            attention_weight,
+            DEFAULT_ATTENTION_WEIGHT,
+            expert_teacher is not None,
+            "attention_weight",
+            "expert_teacher",
+        )
+        self._check_compatible()
+
+        self.attention_pairs = None
+        self._student_tap = self._scratch_tap = self._expert_tap = None
+        if expert_teacher is not None:
+            pairs = attention_pairs or [(name, name) for name in models.GROUP_OUTPUTS]
+            self.attention_pairs = [tuple(pair) for pair in pairs]
+            trained_names = [pair[0] for pair in self.attention_pairs]
+            trained_role = "student" if attention_target == "student" else "scratch_teacher"
+            tap = feature_tap(getattr(self, trained_role), trained_names, trained_role)
+            self._expert_tap = feature_tap(
+                expert_teacher,
+                [pair[1] for pair in self.attention_pairs],
+                "expert_teacher",
+                with_logits=False,
+            )
+            self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs)
+            if attention_target == "student":
+                self._student_tap = tap
+            else:
+                self._scratch_tap = tap
+            expert_teacher.trainable = False
+            self._expert_tap.trainable = False
+        elif attention_pairs:
+            raise ValueError("attention_pairs were given but there is no expert_teacher.")
+
+        tracker = keras.metrics.Mean
+        self.built = all(net is None or net.built for net in (student, scratch_teacher, expert_teacher))
+
+        self._trackers = {"loss": tracker(name="loss"), "student_ce": tracker(name="student_ce")}
+        if scratch_teacher is not None:
+            self._trackers["scratch_ce"] = tracker(name="scratch_ce")
+            self._trackers["hint_loss"] = tracker(name="hint_loss")
+        if expert_teacher is not None:
+            self._trackers["attention_loss"] = tracker(name="attention_loss")
+        self._trackers["student_accuracy"] = keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")
+        if scratch_teacher is not None:
+            self._trackers["scratch_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
+                name="scratch_accuracy"
+            )
+
+    def _check_compatible(self):
+        """Networks must take the same images and predict the same classes."""
+
+        def signature(net):
+            if not getattr(net, "inputs", None):
+                return None  # subclassed: nothing to compare before it is called
+            return tuple(net.inputs[0].shape[1:]), net.outputs[0].shape[-1]
+
+        reference = signature(self.student)
+        for role in ("scratch_teacher", "expert_teacher"):
+            net = getattr(self, role)
+            other = None if net is None else signature(net)
+            if reference is None or other is None:
+                continue
+            if other[0] != reference[0]:
+                raise ValueError(
+                    f"The {role} takes inputs of shape {other[0]} but the student {reference[0]}."
+                )
+            if other[1] != reference[1]:
+                raise ValueError(f"The {role} predicts {other[1]} classes but the student {reference[1]}.")
+
+    def _check_spatial_sizes(self, trained_features, expert_features):
+        for (trained_name, expert_name), a, e in zip(
+            self.attention_pairs, trained_features, expert_features, strict=True
+        ):
+            if len(a.shape) != 4 or len(e.shape) != 4:
+                raise ValueError(
+                    f"Attention pair ({trained_name!r}, {expert_name!r}) must tap 4-D "
+                    f"(batch, height, width, channels) outputs, got {a.shape} and {e.shape}."
+                )
+            if tuple(a.shape[1:3]) != tuple(e.shape[1:3]):
+                raise ValueError(
+                    f"Attention pair ({trained_name!r}, {expert_name!r}) has maps of different "
+                    f"spatial sizes: {tuple(a.shape[1:3])} and {tuple(e.shape[1:3])}."
+                )
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def build(self, input_shape):
+        for net in (self.student, self.scratch_teacher, self.expert_teacher):
+            if net is not None and not net.built:
+                net.build(input_shape)
+        self.built = True
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if loss is not None:
+            raise ValueError("CTKD computes its own losses; compile it without `loss`.")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models with their own `compile`; ours takes the
+        # same arguments, so a loaded model comes back compiled, optimizer included.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    @staticmethod
+    def _run(net, tap, x, training):
+        if tap is None:
+            return net(x, training=training), []
+        logits, *features = tap(x, training=training)
+        return logits, features
+
+    def _compute_terms(self, x, y, training):
+        """Forward pass of each network once; returns per-example terms and logits."""
+        student_logits, student_features = self._run(self.student, self._student_tap, x, training)
+        terms = {"student_ce": losses.cross_entropy(y, student_logits)}
+        logits = {"student_accuracy": student_logits}
+        if self.scratch_teacher is not None:
+            scratch_logits, scratch_features = self._run(self.scratch_teacher, self._scratch_tap, x, training)
+            terms["scratch_ce"] = losses.cross_entropy(y, scratch_logits)
+            terms["hint_loss"] = losses.hint(scratch_logits, student_logits)
+            logits["scratch_accuracy"] = scratch_logits
+        if self.expert_teacher is not None:
+            expert_features = self._expert_tap(x, training=False)
+            if not isinstance(expert_features, (list, tuple)):
+                expert_features = [expert_features]
+            trained = student_features if self.attention_target == "student" else scratch_features
+            terms["attention_loss"] = losses.attention_transfer(trained, expert_features)
+        total = terms["student_ce"]
+        if self.scratch_teacher is not None:
+            total += terms["scratch_ce"] + self.hint_weight * terms["hint_loss"]
+        if self.expert_teacher is not None:
+            total += self.attention_weight * terms["attention_loss"]
+        terms["loss"] = total
+        return terms, logits
+
+    def _regularization_loss(self):
+        # Only trainable weights carry regularisers into `self.losses`, so the
+        # frozen expert adds nothing here.
+        regularization = self.losses
+        return tf.add_n(regularization) if regularization else tf.constant(0.0)
+
+    def _update_metrics(self, y, terms, logits, regularization, sample_weight):
+        for name, values in terms.items():
+            if name == "loss":
+                values = values + regularization
+            self._trackers[name].update_state(values, sample_weight=sample_weight)
+        for name, values in logits.items():
+            self._trackers[name].update_state(y, values, sample_weight=sample_weight)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            terms, logits = self._compute_terms(x, y, training=True)
+            regularization = self._regularization_loss()
+            # Mean over the global batch plus a per-replica share of the
+            # regularisation: the replicas' gradients are summed.
+            loss = tf.nn.compute_average_loss(terms["loss"], sample_weight=sample_weight)
+            loss += tf.nn.scale_regularization_loss(regularization)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._update_metrics(y, terms, logits, regularization, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        terms, logits = self._compute_terms(x, y, training=False)
+        return self._update_metrics(y, terms, logits, self._regularization_loss(), sample_weight)
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        config = super().get_config()
+        config.update(
+            {
+                "student": serialize(self.student),
+                "scratch_teacher": serialize(self.scratch_teacher),
+                "expert_teacher": serialize(self.expert_teacher),
+                "attention_pairs": self.attention_pairs,
+                "attention_target": self.attention_target,
+                "hint_weight": self.hint_weight,
+                "attention_weight": self.attention_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for role in ("student", "scratch_teacher", "expert_teacher"):
+            config[role] = keras.saving.deserialize_keras_object(config[role])
+        return cls(**config)

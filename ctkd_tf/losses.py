@@ -1,0 +1,138 @@
+"""CTKD loss terms: per-example functions on tensors, and Keras distillation losses.
+
+Each function returns one value per example, shape `(batch,)`, in float32; the
+reduction over the (global) batch happens once, in the training step.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def cross_entropy(labels, logits):
+    """Softmax cross-entropy of integer labels against logits, per example."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(tf.reshape(labels, [-1]), tf.int32),
+        logits=tf.cast(logits, tf.float32),
+    )
+
+
+def attention_map(features):
+    """The spatial attention map `a(A)` of Zagoruyko & Komodakis (2017).
+
+    Args:
+        features: activations `(batch, height, width, channels)`.
+
+    Returns:
+        `(batch, height * width)`: the channel mean of the squared activations,
+        flattened and L2-normalised per example.
+    """
+    energy = tf.reduce_mean(tf.square(tf.cast(features, tf.float32)), axis=-1)
+    return tf.math.l2_normalize(tf.reshape(energy, [tf.shape(energy)[0], -1]), axis=-1)
+
+
+def attention_transfer(features, target_features):
+    """The attention transfer term, per example.
+
+    `sum_j mean_hw (a(A_j) - a(T_j))^2` over the matching points `j`.
+
+    Args:
+        features: list of activations of the trained network, one per point.
+        target_features: list of activations of the expert, same spatial sizes.
+
+    Returns:
+        `(batch,)` float32.
+    """
+    return tf.add_n(
+        [
+            tf.reduce_mean(tf.square(attention_map(a) - attention_map(t)), axis=-1)
+            for a, t in zip(features, target_features, strict=True)
+        ]
+    )
+
+
+def hint(teacher_logits, student_logits):
+    """The Rocket Launching hint, per example: `sum_c (stop_grad(z_t) - z_s)^2`.
+
+    The gradient is blocked toward the teacher: this term trains only the student.
+    """
+    teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
+    return tf.reduce_sum(tf.square(teacher_logits - tf.cast(student_logits, tf.float32)), -1)
+
+
+def knowledge_distillation(teacher_logits, student_logits, temperature):
+    """Hinton et al.'s KD term, per example: `T^2 KL(softmax(z_t/T) || softmax(z_s/T))`.
+
+    Computed from `log_softmax` (no clipped probabilities); the teacher is a constant.
+    """
+    t = tf.stop_gradient(tf.cast(teacher_logits, tf.float32)) / temperature
+    s = tf.cast(student_logits, tf.float32) / temperature
+    log_p_t = tf.nn.log_softmax(t, axis=-1)
+    log_p_s = tf.nn.log_softmax(s, axis=-1)
+    kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return temperature**2 * kl
+
+
+def _global_batch_mean(per_example):
+    # Keras's distillation losses return a scalar per replica; dividing by the
+    # global batch, as Keras's own losses do, keeps the summed gradients right
+    # under a tf.distribute strategy.
+    return tf.nn.compute_average_loss(per_example)
+
+
+@keras.saving.register_keras_serializable(package="ctkd_tf")
+class AttentionTransfer(keras.distillation.FeatureDistillation):
+    """Attention transfer at one matching point, for `keras.distillation.Distiller`.
+
+    Use one instance per matching point (their sum is `attention_transfer`), each
+    with the method's `attention_weight` as its distillation loss weight.
+
+    Args:
+        teacher_layer_name: the teacher's layer whose output is the target map.
+        student_layer_name: the student's layer; defaults to the teacher's name.
+    """
+
+    def __init__(self, teacher_layer_name, student_layer_name=None):
+        super().__init__(
+            loss="mse",  # unused: only satisfies the parent's output-structure check
+            teacher_layer_name=teacher_layer_name,
+            student_layer_name=student_layer_name or teacher_layer_name,
+        )
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        return _global_batch_mean(attention_transfer([student_outputs], [teacher_outputs]))
+
+    def get_config(self):
+        return {
+            "teacher_layer_name": self.teacher_layer_name,
+            "student_layer_name": self.student_layer_name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="ctkd_tf")
+class KnowledgeDistillation(keras.distillation.LogitsDistillation):
+    """Hinton KD from logits for `keras.distillation.Distiller`: `T^2` times the KL.
+
+    Keras's own `LogitsDistillation` computes the KL from clipped probabilities;
+    this one uses `log_softmax`. With `Distiller(student_loss_weight=1 - alpha)` the
+    total is `(1 - alpha) CE + alpha T^2 KL`, the method doc's KD baseline.
+
+    Args:
+        temperature: the softmax temperature `T` (> 0).
+    """
+
+    def __init__(self, temperature=4.0):
+        super().__init__(temperature=temperature)
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        return _global_batch_mean(knowledge_distillation(teacher_outputs, student_outputs, self.temperature))
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

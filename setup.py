@@ -1,0 +1,32 @@
+"""Packaging for ctkd-tf."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "(.+)"', (here / "ctkd_tf" / "__init__.py").read_text())[1]
+
+setup(
+    name="ctkd-tf",
+    version=version,
+    description="Collaborative Teaching Knowledge Distillation (CTKD) for Keras and TensorFlow",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ctkd_tf", "ctkd_tf.*"]),
+    include_package_data=True,
+    package_data={"ctkd_tf": ["weights/*.keras", "weights/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.12",  # keras.distillation
+        "tensorflow-datasets>=4.9",
+        "keras-tuner>=1.4",
+        "absl-py",
+        "tensorboard",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff"], "plots": ["matplotlib"]},
+    license="Apache-2.0",
+)

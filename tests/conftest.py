@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny networks and data, so that every test runs in seconds."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ctkd_tf import models  # noqa: E402
+
+NUM_CLASSES = 5
+IMAGE_SHAPE = (8, 8, 3)
+
+
+def tiny_wrn(width=1, seed=0, name=None, **kwargs):
+    """A WRN-10 (one block per group) on 8x8 images: group maps 8, 4, 2."""
+    keras.utils.set_random_seed(seed)
+    return models.wrn(10, width, NUM_CLASSES, IMAGE_SHAPE, name=name, **kwargs)
+
+
+def tiny_cnn(channels=4, seed=0, name=None, l2=None):
+    """A network without batch-norm, with taps `feat1` (8x8) and `feat2` (4x4)."""
+    keras.utils.set_random_seed(seed)
+    reg = keras.regularizers.L2(l2) if l2 else None
+    conv = dict(padding="same", kernel_regularizer=reg)
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = keras.layers.Conv2D(channels, 3, activation="relu", name="feat1", **conv)(inputs)
+    x = keras.layers.Conv2D(2 * channels, 3, strides=2, name="feat2", **conv)(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    logits = keras.layers.Dense(NUM_CLASSES, kernel_regularizer=reg, name="logits")(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, *IMAGE_SHAPE)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=(8,)).astype("int64")
+    return x, y
