@@ -26,6 +26,7 @@ setup(
         "absl-py",
         "tensorboard",
         "pillow",
+        "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
     extras_require={"test": ["pytest>=7", "ruff"], "plots": ["matplotlib"]},
     license="Apache-2.0",

@@ -7,6 +7,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, for the distribution tests; set before TF starts.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from ctkd_tf import models  # noqa: E402
 
@@ -31,6 +36,34 @@ def tiny_cnn(channels=4, seed=0, name=None, l2=None):
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
     logits = keras.layers.Dense(NUM_CLASSES, kernel_regularizer=reg, name="logits")(x)
     return keras.Model(inputs, logits, name=name)
+
+
+def write_image_folder(root, splits=None, size=(6, 5), suffix=".png"):
+    """Writes `root/<split>/<class>/<n><suffix>` images with known pixels; returns them.
+
+    Args:
+        root: the folder to write in.
+        splits: `{split: {class: number of images}}`.
+        size: `(width, height)` of every image.
+        suffix: `.png` (lossless) or `.jpg`.
+
+    Returns:
+        `{split: [(pixels uint8 (height, width, 3), class index), ...]}` in file order.
+    """
+    from PIL import Image
+
+    splits = splits or {"train": {"cat": 3, "dog": 2}, "test": {"cat": 1, "dog": 2}}
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, classes in splits.items():
+        for label, (name, count) in enumerate(sorted(classes.items())):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for n in range(count):
+                pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{n}{suffix}")
+                written.setdefault(split, []).append((pixels, label))
+    return written
 
 
 @pytest.fixture
