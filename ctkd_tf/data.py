@@ -30,6 +30,7 @@ RECIPES = {
 PAD = 4  # reflect padding before the random crop
 CACHE_LIMIT_BYTES = 4 << 30  # decoded images up to this size are cached in memory
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SHUFFLE_WINDOW = 50_000  # examples shuffled together (a whole CIFAR training set)
 STATISTICS_SAMPLE = 5000  # images an image folder's mean and std are measured on
 
 
@@ -124,18 +125,25 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     info = dataclasses.replace(info, epoch=epoch)
     indexed = source.enumerate()
-    buffer = min(info.num_examples, 50_000)
 
     def augment_example(epoch_seed, index, example):
         image, label = example
         return normalize(augment(image, tf.stack([epoch_seed, index]), recipe.flip), label)
 
+    def permute(epoch_seed, window, examples):
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(examples[0]), tf.stack([epoch_seed, window])))
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), examples)
+
     def one_epoch(_):
         # Stateless draws keyed on (seed, epoch, example): a resumed run replays
-        # exactly the epochs an uninterrupted one would have seen.
+        # exactly the epochs an uninterrupted one would have seen. (Dataset.shuffle
+        # takes no seed tensor once a global seed is set.)
         epoch_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch.assign_add(1) - 1
         return (
-            indexed.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+            indexed.batch(SHUFFLE_WINDOW)
+            .enumerate()
+            .map(functools.partial(permute, epoch_seed))
+            .unbatch()
             .map(functools.partial(augment_example, epoch_seed), num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size, drop_remainder=True)
         )

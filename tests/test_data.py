@@ -259,3 +259,12 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "notes" / "train" / "cat" / "broken.jpg").write_text("not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg is not a readable image"):
         data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path / "notes"))
+
+
+def test_training_pipeline_under_a_global_seed(tmp_path):
+    write_image_folder(tmp_path, {"train": {"a": 4, "b": 4}})
+    tf.random.set_seed(1)
+    dataset, info = data.build_dataset("image_folder", "train", 4, True, data_dir=str(tmp_path), seed=5)
+    first = unbatch(dataset)[1]
+    info.epoch.assign(0)
+    np.testing.assert_array_equal(unbatch(dataset)[1], first)

@@ -1,0 +1,45 @@
+"""Keras's `Distiller`, with the student's regularisation losses in its loss."""
+
+import keras
+import tensorflow as tf
+
+from ctkd_tf.losses import KnowledgeDistillation
+
+
+@keras.saving.register_keras_serializable(package="ctkd_tf")
+class Distiller(keras.distillation.Distiller):
+    """`keras.distillation.Distiller` that also minimises the regularisation losses.
+
+    Keras's own `compute_loss` leaves out `self.losses`, so weight decay given as
+    kernel regularisers (the recipe's) would be ignored; this adds them, scaled
+    per replica as Keras scales its own.
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        regularization = self.losses  # the frozen teacher's weights carry none here
+        if regularization:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(regularization))
+        return loss
+
+
+def hinton_kd(student, teacher, temperature=4.0, alpha=0.9):
+    """The KD baseline: `(1 - alpha) CE + alpha T^2 KL` from a frozen teacher.
+
+    Args:
+        student: the `keras.Model` to train.
+        teacher: the pre-trained `keras.Model`, frozen.
+        temperature: the softmax temperature `T`.
+        alpha: the weight of the distillation term, in `[0, 1]`.
+
+    Returns:
+        A `Distiller`; compile it with the student's cross-entropy as `loss`.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"kd_alpha must lie in [0, 1], got {alpha}.")
+    return Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=KnowledgeDistillation(temperature=temperature),
+        student_loss_weight=1.0 - alpha,
+    )

@@ -1,0 +1,355 @@
+"""The training pipeline: train (or load) the expert, then the chosen method; outputs in model_dir."""
+
+import csv
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from ctkd_tf import callbacks as ctkd_callbacks
+from ctkd_tf import data, distribute, export, models
+from ctkd_tf.ctkd import CTKD
+from ctkd_tf.distiller import hinton_kd
+
+# The method doc's comparison: which teachers each method uses (scratch, expert).
+TEACHERS = {
+    "ctkd": (True, True),
+    "student": (False, False),
+    "kd": (False, True),
+    "at": (False, True),
+    "rl": (True, False),
+}
+METHODS = tuple(TEACHERS)
+LR_SCHEDULES = ("step", "cosine")
+ATTENTION_IMAGES = 8  # fixed evaluation images whose attention maps go to TensorBoard
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; the defaults are the reference CIFAR recipe.
+
+    Attributes mirror the flags of `apps/train.py` (see `--helpfull`).
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    method: str = "ctkd"
+    student: str = "wrn16_1"
+    scratch_teacher: str = "wrn40_1"
+    expert: str = "wrn40_1"
+    expert_weights: str | None = None
+    attention_target: str = "student"
+    hint_weight: float = 0.03
+    attention_weight: float = 1000.0
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    epochs: int = 200
+    expert_epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    lr_schedule: str = "step"
+    lr_boundaries: tuple = (60, 120, 160)
+    lr_decay: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    model_dir: str = "runs/cifar10_ctkd"
+    seed: int = 0
+    deterministic: bool = False
+    strategy: str = "auto"
+    num_gpus: int | None = None
+    export: tuple = ()
+    tflite_quantize: bool = False
+    verbose: int = 1
+
+    def __post_init__(self):
+        checks = [
+            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
+            ("dataset", self.dataset in data.RECIPES, f"one of {', '.join(data.RECIPES)}"),
+            ("attention_target", self.attention_target in ("student", "scratch"), "student or scratch"),
+            (
+                "attention_target",
+                not (self.method == "at" and self.attention_target == "scratch"),
+                "student with --method=at, which has no scratch teacher",
+            ),
+            (
+                "strategy",
+                self.strategy in distribute.STRATEGIES,
+                f"one of {', '.join(distribute.STRATEGIES)}",
+            ),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("expert_epochs", self.expert_epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("lr_decay", self.lr_decay > 0, "> 0"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("hint_weight", self.hint_weight >= 0, ">= 0"),
+            ("attention_weight", self.attention_weight >= 0, ">= 0"),
+            ("kd_temperature", self.kd_temperature > 0, "> 0"),
+            ("kd_alpha", 0 <= self.kd_alpha <= 1, "in [0, 1]"),
+            (
+                "lr_boundaries",
+                list(self.lr_boundaries) == sorted(set(self.lr_boundaries)),
+                "strictly increasing",
+            ),
+            (
+                "export",
+                set(self.export) <= set(export.EXPORT_FORMATS),
+                f"among {', '.join(export.EXPORT_FORMATS)}",
+            ),
+        ]
+        for name in ("student", "scratch_teacher", "expert"):
+            checks.append(
+                (name, getattr(self, name) in models.names(), f"one of {', '.join(models.names())}")
+            )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
+
+
+def train_and_evaluate(config, callbacks=()):
+    """Runs the two stages and writes everything under `config.model_dir`.
+
+    Stage 1 (methods with an expert, when no trained expert is given or saved in
+    `model_dir/expert.keras`): trains the expert alone with the same recipe. Stage 2
+    trains the student with the chosen method. Rerunning the same config resumes
+    from the last completed epoch of either stage.
+
+    Args:
+        config: a `TrainConfig`.
+        callbacks: extra Keras callbacks for stage 2.
+
+    Returns:
+        The results dict, also written to `model_dir/results.json`.
+    """
+    start = time.time()
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(os.path.join(config.model_dir, "config.json"), "w") as file:
+        json.dump(dataclasses.asdict(config), file, indent=2)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.make_strategy(config.strategy, config.num_gpus)
+
+    train_ds, train_info = data.build_dataset(
+        config.dataset, config.train_split, config.batch_size, True, config.data_dir, config.seed
+    )
+    eval_ds, eval_info = data.build_dataset(
+        config.dataset,
+        config.eval_split,
+        config.batch_size,
+        False,
+        config.data_dir,
+        num_classes=train_info.num_classes,
+    )
+    steps = train_info.num_examples // config.batch_size
+    replicas = strategy.num_replicas_in_sync
+    logging.info("Devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
+    logging.info("Strategy: %s with %d replica(s)", type(strategy).__name__, replicas)
+    logging.info(
+        "Data: %s %s (%d examples, %d classes, images %s), evaluation on %s (%d examples)",
+        config.dataset,
+        config.train_split,
+        train_info.num_examples,
+        train_info.num_classes,
+        "x".join(map(str, train_info.image_shape)),
+        config.eval_split,
+        eval_info.num_examples,
+    )
+    logging.info(
+        "Batch: %d global, %d per replica; %d steps per epoch",
+        config.batch_size,
+        config.batch_size // replicas,
+        steps,
+    )
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas.")
+
+    stage = _Stage(config, strategy, train_ds, train_info, eval_ds, steps)
+    uses_scratch, uses_expert = TEACHERS[config.method]
+    expert = stage.expert() if uses_expert else None
+
+    logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
+    with strategy.scope():
+        student = stage.network(config.student, "student")
+        if config.method == "kd":
+            model = hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
+            model.compile(
+                optimizer=stage.optimizer(config.epochs),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")],
+            )
+            model.build((None, *train_info.image_shape))
+        else:
+            model = CTKD(
+                student=student,
+                scratch_teacher=stage.network(config.scratch_teacher, "scratch_teacher")
+                if uses_scratch
+                else None,
+                expert_teacher=expert,
+                attention_target=config.attention_target,
+                hint_weight=config.hint_weight if uses_scratch else None,
+                attention_weight=config.attention_weight if uses_expert else None,
+            )
+            model.compile(optimizer=stage.optimizer(config.epochs))
+    attention = _attention_images(config, model, student, expert, eval_ds, train_info)
+    stage.fit(model, config.model_dir, config.epochs, [*callbacks, *([attention] if attention else [])])
+
+    final = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    results = {
+        "method": config.method,
+        "dataset": config.dataset,
+        "train_split": config.train_split,
+        "eval_split": config.eval_split,
+        "eval_examples": eval_info.num_examples,
+        "student_accuracy": float(final["student_accuracy"]),
+        "epochs": config.epochs,
+        "student": config.student,
+        "student_params": int(student.count_params()),
+    }
+    if uses_scratch:
+        results["scratch_accuracy"] = float(final["scratch_accuracy"])
+    if expert is not None:
+        results["expert_accuracy"] = accuracy(expert, eval_ds)
+    student.save(os.path.join(config.model_dir, "student.keras"))
+    if config.export:
+        representative = None
+        if config.tflite_quantize:
+            representative = np.concatenate(
+                [x.numpy() for x, _ in train_ds.take(max(1, 128 // config.batch_size))]
+            )
+        results["exports"] = export.export_student(
+            student, os.path.join(config.model_dir, "export"), config.export, representative
+        )
+    results["wall_time_s"] = round(time.time() - start, 1)
+    results["history"] = read_history(os.path.join(config.model_dir, "log.csv"))
+    with open(os.path.join(config.model_dir, "results.json"), "w") as file:
+        json.dump(results, file, indent=2)
+    logging.info("Results (%s on %s):", config.method, config.eval_split)
+    for key in ("student_accuracy", "scratch_accuracy", "expert_accuracy", "student_params", "wall_time_s"):
+        if key in results:
+            logging.info("  %-17s %s", key, results[key])
+    return results
+
+
+def _attention_images(config, model, student, expert, eval_ds, info):
+    """The TensorBoard attention-map callback, when the networks have matching points."""
+    pairs = getattr(model, "attention_pairs", None) or [(name, name) for name in models.GROUP_OUTPUTS]
+
+    def has(net, names):
+        return net is not None and set(names) <= {layer.name for layer in net.layers}
+
+    student_layers, expert_layers = [p[0] for p in pairs], [p[1] for p in pairs]
+    if not has(student, student_layers):
+        return None
+    images = next(iter(eval_ds))[0][:ATTENTION_IMAGES]
+    return ctkd_callbacks.AttentionImages(
+        os.path.join(config.model_dir, "tensorboard", "attention"),
+        images,
+        student,
+        student_layers,
+        expert if has(expert, expert_layers) else None,
+        expert_layers,
+        ctkd_callbacks.display_images(images, info.mean, info.std),
+    )
+
+
+class _Stage:
+    """What both stages share: data, strategy, recipe, callbacks."""
+
+    def __init__(self, config, strategy, train_ds, train_info, eval_ds, steps):
+        self.config = config
+        self.strategy = strategy
+        self.train_ds = train_ds
+        self.train_info = train_info
+        self.eval_ds = eval_ds
+        self.steps = steps
+
+    def network(self, name, role):
+        info = self.train_info
+        return models.get(
+            name, info.num_classes, info.image_shape, weight_decay=self.config.weight_decay, name=role
+        )
+
+    def optimizer(self, epochs):
+        """SGD with momentum; the step schedule (counted in epochs) or cosine decay over `epochs`."""
+        config = self.config
+        rate = config.learning_rate
+        if config.lr_schedule == "cosine":
+            rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, epochs * self.steps)
+        elif config.lr_boundaries:
+            rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+                [int(b) * self.steps for b in config.lr_boundaries],
+                [config.learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)],
+            )
+        return keras.optimizers.SGD(rate, momentum=config.momentum)
+
+    def fit(self, model, workdir, epochs, callbacks=()):
+        os.makedirs(workdir, exist_ok=True)
+        all_callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(workdir, "checkpoints"), delete_checkpoint=False),
+            ctkd_callbacks.DataEpoch(self.train_info.epoch),
+            ctkd_callbacks.NaNGuard(),
+            ctkd_callbacks.LearningRateLogger(),
+            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+            *callbacks,
+        ]
+        return model.fit(
+            self.train_ds,
+            validation_data=self.eval_ds,
+            epochs=epochs,
+            callbacks=all_callbacks,
+            shuffle=False,  # the pipeline shuffles, per epoch and resumably
+            verbose=self.config.verbose,
+        )
+
+    def expert(self):
+        """Stage 1: the trained expert, loaded, or trained alone and saved."""
+        config = self.config
+        path = config.expert_weights or os.path.join(config.model_dir, "expert.keras")
+        if os.path.exists(path):
+            logging.info("Stage 1: using the trained expert %s", path)
+            with self.strategy.scope():
+                return keras.models.load_model(path)
+        if config.expert_weights:
+            raise FileNotFoundError(f"--expert_weights {config.expert_weights} does not exist.")
+        workdir = os.path.join(config.model_dir, "expert")
+        logging.info(
+            "Stage 1: training the expert %s alone, %d epochs, into %s",
+            config.expert,
+            config.expert_epochs,
+            workdir,
+        )
+        with self.strategy.scope():
+            expert = self.network(config.expert, "expert")
+            model = CTKD(student=expert)
+            model.compile(optimizer=self.optimizer(config.expert_epochs))
+        self.fit(model, workdir, config.expert_epochs)
+        expert.save(path)
+        return expert
+
+
+def accuracy(model, dataset):
+    """Top-1 accuracy of a network on a dataset of (images, labels), in inference mode."""
+    metric = keras.metrics.SparseCategoricalAccuracy()
+    for images, labels in dataset:
+        metric.update_state(labels, model(images, training=False))
+    return float(metric.result())
+
+
+def read_history(path):
+    """The per-epoch log of a run (all epochs, across resumes) as lists by column."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        rows = list(csv.DictReader(file))
+    return {key: [float(row[key]) for row in rows if row.get(key)] for key in (rows[0] if rows else {})}

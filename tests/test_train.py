@@ -1,0 +1,223 @@
+"""apps/train.py and train_and_evaluate: end to end, resume, NaN guard, export, flag checks."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import flags
+from tensorboard.backend.event_processing import event_accumulator
+
+from ctkd_tf import export, train
+
+from conftest import write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    """apps/train.py, imported once (its flags live in the global absl FLAGS)."""
+    spec = importlib.util.spec_from_file_location("train_app", ROOT / "apps" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_app"] = module
+    spec.loader.exec_module(module)
+    yield module
+    flags.FLAGS.unparse_flags()
+
+
+def run_app(app, *args):
+    flags.FLAGS.unparse_flags()
+    argv = flags.FLAGS(["train.py", "--flagfile=configs/smoke.flags", "--verbose=0", *args])
+    app.main(argv)
+
+
+def tags(run_dir, kind):
+    tags = set()
+    for events in Path(run_dir).glob("events.out.tfevents.*"):
+        accumulator = event_accumulator.EventAccumulator(
+            str(events), size_guidance={"tensors": 0, "images": 0}
+        )
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()[kind])
+    return tags
+
+
+def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    first = tmp_path / "ctkd"
+    with tfds.testing.mock_data(num_examples=64):
+        run_app(app, f"--model_dir={first}", "--method=ctkd")
+        expert = first / "expert.keras"
+        for method in ("student", "kd", "at", "rl"):
+            run_app(
+                app,
+                f"--model_dir={tmp_path / method}",
+                f"--method={method}",
+                f"--expert_weights={expert}",
+                "--export=",
+            )
+    results = {m: json.loads((tmp_path / m / "results.json").read_text()) for m in train.METHODS}
+    for method, result in results.items():
+        assert result["method"] == method and result["dataset"] == "cifar10"
+        assert 0.0 <= result["student_accuracy"] <= 1.0
+        assert result["epochs"] == 1 and result["student_params"] == 175994 and result["wall_time_s"] > 0
+        assert ("scratch_accuracy" in result) == (method in ("ctkd", "rl"))
+        assert ("expert_accuracy" in result) == (method in ("ctkd", "kd", "at"))
+        assert len(result["history"]["val_student_accuracy"]) == 1
+        student = keras.models.load_model(tmp_path / method / "student.keras")
+        assert student.output.shape == (None, 10)
+    # The expert was trained once, in stage 1 of the first run, and reused.
+    assert (first / "expert" / "log.csv").exists() and not (tmp_path / "kd" / "expert").exists()
+    assert results["kd"]["expert_accuracy"] == results["ctkd"]["expert_accuracy"]
+    assert "--method=ctkd" in (first / "flags.txt").read_text()
+
+    scalars = tags(first / "tensorboard" / "train", "tensors")
+    assert {
+        "epoch_loss",
+        "epoch_student_ce",
+        "epoch_scratch_ce",
+        "epoch_hint_loss",
+        "epoch_attention_loss",
+        "epoch_student_accuracy",
+        "epoch_scratch_accuracy",
+        "epoch_learning_rate",
+    } <= scalars
+    assert "epoch_student_accuracy" in tags(first / "tensorboard" / "validation", "tensors")
+    images = tags(first / "tensorboard" / "attention", "tensors")
+    assert {"attention/student/group1", "attention/expert/group3", "attention/images"} <= images
+    assert (first / "export" / "saved_model" / "saved_model.pb").exists()
+    assert (first / "export" / "student.tflite").exists()
+
+
+def tiny_config(tmp_path, **overrides):
+    write_image_folder(
+        tmp_path / "images", {"train": {"a": 8, "b": 8}, "test": {"a": 4, "b": 4}}, size=(8, 8)
+    )
+    values = dict(
+        dataset="image_folder",
+        data_dir=str(tmp_path / "images"),
+        method="rl",
+        student="wrn16_1",
+        scratch_teacher="wrn16_1",
+        expert="wrn16_1",
+        expert_epochs=1,
+        epochs=3,
+        batch_size=8,
+        lr_boundaries=(2,),
+        model_dir=str(tmp_path / "run"),
+        deterministic=True,
+        verbose=0,
+        seed=4,
+    )
+    values.update(overrides)
+    return train.TrainConfig(**values)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def student_weights(run_dir):
+    return [w.numpy() for w in keras.models.load_model(Path(run_dir) / "student.keras").weights]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    straight = tiny_config(tmp_path / "a")
+    train.train_and_evaluate(straight)
+
+    resumed = tiny_config(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(resumed, callbacks=[Interrupt()])
+    assert not (Path(resumed.model_dir) / "student.keras").exists()
+    result = train.train_and_evaluate(resumed)
+    assert result["history"]["epoch"] == [0.0, 1.0, 2.0]
+    # The step schedule went on from the restored optimizer: 0.1, 0.1, then 0.02.
+    np.testing.assert_allclose(result["history"]["learning_rate"], [0.1, 0.1, 0.02], rtol=1e-6)
+    for a, b in zip(student_weights(straight.model_dir), student_weights(resumed.model_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A finished run, rerun, trains no more and reports the same.
+    again = train.train_and_evaluate(resumed)
+    assert again["history"] == result["history"] and again["student_accuracy"] == result["student_accuracy"]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, method="student")
+    train.train_and_evaluate(config)
+    checkpoint = Path(config.model_dir) / "checkpoints" / "latest.weights.h5"
+    saved = checkpoint.read_bytes()
+    diverging = dataclasses.replace(config, epochs=2, learning_rate=1e30, lr_boundaries=())
+    with pytest.raises(FloatingPointError, match="loss became nan.*last completed epoch is kept"):
+        train.train_and_evaluate(diverging)
+    assert checkpoint.read_bytes() == saved
+
+
+def test_tflite_export_agrees_with_the_keras_student(tmp_path):
+    keras.utils.set_random_seed(0)
+    student = train.models.get("wrn16_1", num_classes=4, input_shape=(16, 16, 3))
+    images = np.random.default_rng(0).normal(size=(6, 16, 16, 3)).astype("float32")
+    paths = export.export_student(student, tmp_path, ("tflite",), representative_images=images)
+    expected = student(images, training=False).numpy()
+    for name, tolerance in (("tflite", 1e-4), ("tflite_int8", None)):
+        interpreter = tf.lite.Interpreter(model_path=paths[name])
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        if tolerance:
+            np.testing.assert_allclose(got, expected, atol=tolerance, rtol=1e-4)
+        else:  # int8: close, not equal
+            assert (
+                got.shape == expected.shape
+                and np.abs(got - expected).max() < 0.5 * np.abs(expected).max() + 0.1
+            )
+    assert Path(paths["tflite_int8"]).stat().st_size < Path(paths["tflite"]).stat().st_size
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "--dataset=imagenet",
+        "--method=distill",
+        "--student=resnet18",
+        "--attention_target=expert",
+        "--hint_weight=-1",
+        "--attention_weight=-0.5",
+        "--kd_temperature=0",
+        "--kd_alpha=1.5",
+        "--epochs=0",
+        "--expert_epochs=0",
+        "--batch_size=0",
+        "--learning_rate=0",
+        "--lr_boundaries=120,60",
+        "--lr_boundaries=a,b",
+        "--lr_decay=0",
+        "--lr_schedule=linear",
+        "--momentum=1.5",
+        "--weight_decay=-1",
+        "--strategy=tpu",
+        "--export=onnx",
+        "--expert_weights=/nonexistent/expert.keras",
+    ],
+)
+def test_each_flag_rejects_a_bad_value(app, argument):
+    flags.FLAGS.unparse_flags()
+    name = argument.split("=")[0].lstrip("-")
+    with pytest.raises(flags.IllegalFlagValueError, match=name):
+        flags.FLAGS(["train.py", argument])
+
+
+def test_config_rejects_what_flags_cannot_see():
+    with pytest.raises(ValueError, match="student must be one of"):
+        train.TrainConfig(student="wrn99_1")
+    with pytest.raises(ValueError, match="attention_target must be student with --method=at"):
+        train.TrainConfig(method="at", attention_target="scratch")
