@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow lint format clean
+.PHONY: install test test-slow lint format clean train smoke
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ test:
 
 test-slow:
 	RUN_SLOW=1 $(BIN)/python -m pytest -m slow
+
+train:
+	$(BIN)/python apps/train.py --flagfile=configs/cifar10.flags $(ARGS)
+
+smoke:
+	$(BIN)/python apps/train.py --flagfile=configs/smoke.flags $(ARGS)
 
 lint:
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ import os
 from absl import app, flags, logging
 
 from ctkd_tf import data, distribute, export, models
-from ctkd_tf.train import LR_SCHEDULES, METHODS, TrainConfig, train_and_evaluate
+from ctkd_tf.train import LR_SCHEDULES, METHODS, PRECISIONS, TrainConfig, train_and_evaluate
 
 _D = TrainConfig()  # the defaults: the reference CIFAR recipe
 
@@ -49,6 +49,16 @@ _SEED = flags.DEFINE_integer("seed", _D.seed, "Seed of initialisation, shuffling
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", _D.deterministic, "Deterministic ops (slower).")
 _STRATEGY = flags.DEFINE_enum("strategy", _D.strategy, list(distribute.STRATEGIES), "tf.distribute strategy.")
 _NUM_GPUS = flags.DEFINE_integer("num_gpus", _D.num_gpus, "Use at most this many GPUs.", lower_bound=0)
+_SYNC_BN = flags.DEFINE_bool(
+    "sync_batchnorm", _D.sync_batchnorm, "Batch-norm statistics synced across replicas."
+)
+_PRECISION = flags.DEFINE_enum(
+    "mixed_precision", _D.mixed_precision, list(PRECISIONS), "Keras dtype policy; losses stay float32."
+)
+_JIT = flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution", _D.steps_per_execution, "Training steps per tf.function call.", lower_bound=1
+)
 _EXPORT = flags.DEFINE_list(
     "export", list(_D.export), f"Student exports: {', '.join(export.EXPORT_FORMATS)}."
 )

@@ -25,6 +25,26 @@ class DataEpoch(keras.callbacks.Callback):
         self.epoch.assign(epoch)
 
 
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, written by the chief only, restored by every worker.
+
+    The workers of a synchronous run hold the same weights; one backup is enough, and
+    several processes writing one file would corrupt it.
+
+    Args:
+        backup_dir: the backup folder, shared by the workers.
+        chief: whether this process writes the backup.
+    """
+
+    def __init__(self, backup_dir, chief=True):
+        super().__init__(backup_dir, delete_checkpoint=False)
+        self.chief = chief
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.chief:
+            super().on_epoch_end(epoch, logs)
+
+
 class NaNGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss, before anything is saved.
 

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ctkd_tf import losses, models
+from ctkd_tf import distribute, losses, models
 
 # The method doc's defaults: the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
@@ -220,6 +220,16 @@ class CTKD(keras.Model):
             raise ValueError("CTKD computes its own losses; compile it without `loss`.")
         super().compile(optimizer=optimizer, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 starts `fit` under a strategy by reducing a whole (x, y) batch of
+        # per-replica values with `strategy.reduce`, which MultiWorkerMirroredStrategy
+        # rejects. The networks are built at construction; only the optimizer is left.
+        if not self.built or self._distribute_strategy is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def compile_from_config(self, config):
         # Keras skips this for models with their own `compile`; ours takes the
         # same arguments, so a loaded model comes back compiled, optimizer included.
@@ -275,7 +285,12 @@ class CTKD(keras.Model):
             self._trackers[name].update_state(values, sample_weight=sample_weight)
         for name, values in logits.items():
             self._trackers[name].update_state(y, values, sample_weight=sample_weight)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if distribute.is_multi_worker(self.distribute_strategy):
+            # Keras 3 averages step outputs across workers with
+            # `strategy.reduce("MEAN", value, axis=0)`, which needs a batch axis.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -6,14 +6,28 @@ import tensorflow as tf
 from ctkd_tf.losses import KnowledgeDistillation
 
 
+class _ReplicaMean(keras.metrics.Mean):
+    """A mean of losses that were scaled by 1 / replicas for the gradient; logs them unscaled."""
+
+    def update_state(self, values, sample_weight=None):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return super().update_state(tf.cast(values, self.dtype) * replicas, sample_weight=sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="ctkd_tf")
 class Distiller(keras.distillation.Distiller):
-    """`keras.distillation.Distiller` that also minimises the regularisation losses.
+    """`keras.distillation.Distiller`, right under tf.distribute and with weight decay.
 
-    Keras's own `compute_loss` leaves out `self.losses`, so weight decay given as
-    kernel regularisers (the recipe's) would be ignored; this adds them, scaled
-    per replica as Keras scales its own.
+    Two fixes to Keras's own: its `compute_loss` leaves out `self.losses`, so weight
+    decay given as kernel regularisers (the recipe's) would be ignored; and its
+    trackers log the per-replica share of each loss, halved on two replicas.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.student_loss_tracker = _ReplicaMean(name="student_loss")
+        self.distillation_loss_tracker = _ReplicaMean(name="distillation_loss")
+        self.total_loss_tracker = _ReplicaMean(name="total_loss")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)

@@ -23,6 +23,8 @@ def make_strategy(name="auto", num_gpus=None):
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; known: {', '.join(STRATEGIES)}.")
+    if name == "multi_worker":  # before anything starts the runtime, as it requires
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")][:num_gpus]
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
@@ -30,6 +32,33 @@ def make_strategy(name="auto", num_gpus=None):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(gpus or None)
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
+
+
+def is_multi_worker(strategy):
+    """Whether the strategy spans more than one worker process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", ())) > 1
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's outputs: always, but for non-chief workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def output_dir(model_dir, strategy):
+    """Where this process writes: `model_dir` for the chief, a private folder for other workers.
+
+    Other workers compute the same thing as the chief but must not overwrite its
+    files; what they write goes to `model_dir/.workers/<type>_<id>`.
+    """
+    if is_chief(strategy):
+        return model_dir
+    resolver = strategy.cluster_resolver
+    return f"{model_dir}/.workers/{resolver.task_type}_{resolver.task_id}"

@@ -26,6 +26,7 @@ TEACHERS = {
 }
 METHODS = tuple(TEACHERS)
 LR_SCHEDULES = ("step", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ATTENTION_IMAGES = 8  # fixed evaluation images whose attention maps go to TensorBoard
 
 
@@ -64,6 +65,10 @@ class TrainConfig:
     deterministic: bool = False
     strategy: str = "auto"
     num_gpus: int | None = None
+    sync_batchnorm: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
     export: tuple = ()
     tflite_quantize: bool = False
     verbose: int = 1
@@ -83,6 +88,14 @@ class TrainConfig:
                 self.strategy in distribute.STRATEGIES,
                 f"one of {', '.join(distribute.STRATEGIES)}",
             ),
+            (
+                "strategy",
+                not (self.method == "kd" and self.strategy == "multi_worker"),
+                "not multi_worker with --method=kd: Keras's Distiller does not run under "
+                "MultiWorkerMirroredStrategy (keras-team/keras#20585)",
+            ),
+            ("mixed_precision", self.mixed_precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("steps_per_execution", self.steps_per_execution >= 1, ">= 1"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("expert_epochs", self.expert_epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -127,17 +140,32 @@ def train_and_evaluate(config, callbacks=()):
         config: a `TrainConfig`.
         callbacks: extra Keras callbacks for stage 2.
 
+    Under a multi-worker strategy every worker runs this; the chief writes into
+    `model_dir`, the others into `model_dir/.workers/`, and all resume from the
+    chief's checkpoints.
+
     Returns:
         The results dict, also written to `model_dir/results.json`.
     """
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+    try:
+        return _train_and_evaluate(config, callbacks)
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+
+
+def _train_and_evaluate(config, callbacks):
     start = time.time()
-    os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, "config.json"), "w") as file:
-        json.dump(dataclasses.asdict(config), file, indent=2)
+    # First: a multi-worker strategy must exist before any other TensorFlow op.
+    strategy = distribute.make_strategy(config.strategy, config.num_gpus)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = distribute.make_strategy(config.strategy, config.num_gpus)
+    out = distribute.output_dir(config.model_dir, strategy)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as file:
+        json.dump(dataclasses.asdict(config), file, indent=2)
 
     train_ds, train_info = data.build_dataset(
         config.dataset, config.train_split, config.batch_size, True, config.data_dir, config.seed
@@ -153,7 +181,13 @@ def train_and_evaluate(config, callbacks=()):
     steps = train_info.num_examples // config.batch_size
     replicas = strategy.num_replicas_in_sync
     logging.info("Devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
-    logging.info("Strategy: %s with %d replica(s)", type(strategy).__name__, replicas)
+    logging.info(
+        "Strategy: %s with %d replica(s); precision %s%s",
+        type(strategy).__name__,
+        replicas,
+        config.mixed_precision,
+        ", XLA" if config.jit_compile else "",
+    )
     logging.info(
         "Data: %s %s (%d examples, %d classes, images %s), evaluation on %s (%d examples)",
         config.dataset,
@@ -173,7 +207,7 @@ def train_and_evaluate(config, callbacks=()):
     if config.batch_size % replicas:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas.")
 
-    stage = _Stage(config, strategy, train_ds, train_info, eval_ds, steps)
+    stage = _Stage(config, strategy, out, train_ds, train_info, eval_ds, steps)
     uses_scratch, uses_expert = TEACHERS[config.method]
     expert = stage.expert() if uses_expert else None
 
@@ -186,6 +220,7 @@ def train_and_evaluate(config, callbacks=()):
                 optimizer=stage.optimizer(config.epochs),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")],
+                **stage.compile_options(),
             )
             model.build((None, *train_info.image_shape))
         else:
@@ -199,9 +234,9 @@ def train_and_evaluate(config, callbacks=()):
                 hint_weight=config.hint_weight if uses_scratch else None,
                 attention_weight=config.attention_weight if uses_expert else None,
             )
-            model.compile(optimizer=stage.optimizer(config.epochs))
-    attention = _attention_images(config, model, student, expert, eval_ds, train_info)
-    stage.fit(model, config.model_dir, config.epochs, [*callbacks, *([attention] if attention else [])])
+            model.compile(optimizer=stage.optimizer(config.epochs), **stage.compile_options())
+    attention = _attention_images(out, model, student, expert, eval_ds, train_info)
+    stage.fit(model, "", config.epochs, [*callbacks, *([attention] if attention else [])])
 
     final = model.evaluate(eval_ds, return_dict=True, verbose=0)
     results = {
@@ -219,7 +254,7 @@ def train_and_evaluate(config, callbacks=()):
         results["scratch_accuracy"] = float(final["scratch_accuracy"])
     if expert is not None:
         results["expert_accuracy"] = accuracy(expert, eval_ds)
-    student.save(os.path.join(config.model_dir, "student.keras"))
+    student.save(os.path.join(out, "student.keras"))
     if config.export:
         representative = None
         if config.tflite_quantize:
@@ -227,11 +262,11 @@ def train_and_evaluate(config, callbacks=()):
                 [x.numpy() for x, _ in train_ds.take(max(1, 128 // config.batch_size))]
             )
         results["exports"] = export.export_student(
-            student, os.path.join(config.model_dir, "export"), config.export, representative
+            student, os.path.join(out, "export"), config.export, representative
         )
     results["wall_time_s"] = round(time.time() - start, 1)
-    results["history"] = read_history(os.path.join(config.model_dir, "log.csv"))
-    with open(os.path.join(config.model_dir, "results.json"), "w") as file:
+    results["history"] = read_history(os.path.join(out, "log.csv"))
+    with open(os.path.join(out, "results.json"), "w") as file:
         json.dump(results, file, indent=2)
     logging.info("Results (%s on %s):", config.method, config.eval_split)
     for key in ("student_accuracy", "scratch_accuracy", "expert_accuracy", "student_params", "wall_time_s"):
@@ -240,7 +275,7 @@ def train_and_evaluate(config, callbacks=()):
     return results
 
 
-def _attention_images(config, model, student, expert, eval_ds, info):
+def _attention_images(out, model, student, expert, eval_ds, info):
     """The TensorBoard attention-map callback, when the networks have matching points."""
     pairs = getattr(model, "attention_pairs", None) or [(name, name) for name in models.GROUP_OUTPUTS]
 
@@ -252,7 +287,7 @@ def _attention_images(config, model, student, expert, eval_ds, info):
         return None
     images = next(iter(eval_ds))[0][:ATTENTION_IMAGES]
     return ctkd_callbacks.AttentionImages(
-        os.path.join(config.model_dir, "tensorboard", "attention"),
+        os.path.join(out, "tensorboard", "attention"),
         images,
         student,
         student_layers,
@@ -265,9 +300,10 @@ def _attention_images(config, model, student, expert, eval_ds, info):
 class _Stage:
     """What both stages share: data, strategy, recipe, callbacks."""
 
-    def __init__(self, config, strategy, train_ds, train_info, eval_ds, steps):
+    def __init__(self, config, strategy, out, train_ds, train_info, eval_ds, steps):
         self.config = config
         self.strategy = strategy
+        self.out = out
         self.train_ds = train_ds
         self.train_info = train_info
         self.eval_ds = eval_ds
@@ -276,8 +312,16 @@ class _Stage:
     def network(self, name, role):
         info = self.train_info
         return models.get(
-            name, info.num_classes, info.image_shape, weight_decay=self.config.weight_decay, name=role
+            name,
+            info.num_classes,
+            info.image_shape,
+            weight_decay=self.config.weight_decay,
+            synchronized_batchnorm=self.config.sync_batchnorm,
+            name=role,
         )
+
+    def compile_options(self):
+        return dict(jit_compile=self.config.jit_compile, steps_per_execution=self.config.steps_per_execution)
 
     def optimizer(self, epochs):
         """SGD with momentum; the step schedule (counted in epochs) or cosine decay over `epochs`."""
@@ -292,10 +336,15 @@ class _Stage:
             )
         return keras.optimizers.SGD(rate, momentum=config.momentum)
 
-    def fit(self, model, workdir, epochs, callbacks=()):
+    def fit(self, model, stage_dir, epochs, callbacks=()):
+        """Trains `model`; writes into `out/stage_dir`, checkpoints in `model_dir/stage_dir`."""
+        workdir = os.path.join(self.out, stage_dir)
         os.makedirs(workdir, exist_ok=True)
+        chief = distribute.is_chief(self.strategy)
         all_callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(workdir, "checkpoints"), delete_checkpoint=False),
+            ctkd_callbacks.BackupAndRestore(
+                os.path.join(self.config.model_dir, stage_dir, "checkpoints"), chief=chief
+            ),
             ctkd_callbacks.DataEpoch(self.train_info.epoch),
             ctkd_callbacks.NaNGuard(),
             ctkd_callbacks.LearningRateLogger(),
@@ -315,25 +364,24 @@ class _Stage:
     def expert(self):
         """Stage 1: the trained expert, loaded, or trained alone and saved."""
         config = self.config
-        path = config.expert_weights or os.path.join(config.model_dir, "expert.keras")
+        path = config.expert_weights or os.path.join(self.out, "expert.keras")
         if os.path.exists(path):
             logging.info("Stage 1: using the trained expert %s", path)
             with self.strategy.scope():
                 return keras.models.load_model(path)
         if config.expert_weights:
             raise FileNotFoundError(f"--expert_weights {config.expert_weights} does not exist.")
-        workdir = os.path.join(config.model_dir, "expert")
         logging.info(
             "Stage 1: training the expert %s alone, %d epochs, into %s",
             config.expert,
             config.expert_epochs,
-            workdir,
+            os.path.join(self.out, "expert"),
         )
         with self.strategy.scope():
             expert = self.network(config.expert, "expert")
             model = CTKD(student=expert)
-            model.compile(optimizer=self.optimizer(config.expert_epochs))
-        self.fit(model, workdir, config.expert_epochs)
+            model.compile(optimizer=self.optimizer(config.expert_epochs), **self.compile_options())
+        self.fit(model, "expert", config.expert_epochs)
         expert.save(path)
         return expert
 
