@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow lint format clean train smoke
+.PHONY: install test lint format clean train smoke
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,6 @@ install:
 
 test:
 	$(BIN)/python -m pytest
-
-test-slow:
-	RUN_SLOW=1 $(BIN)/python -m pytest -m slow
 
 train:
 	$(BIN)/python apps/train.py --flagfile=configs/cifar10.flags $(ARGS)

@@ -157,94 +157,25 @@ def train_and_evaluate(config, callbacks=()):
 
 def _train_and_evaluate(config, callbacks):
     start = time.time()
-    # First: a multi-worker strategy must exist before any other TensorFlow op.
-    strategy = distribute.make_strategy(config.strategy, config.num_gpus)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    out = distribute.output_dir(config.model_dir, strategy)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as file:
+    stage = Stage(config)
+    with open(os.path.join(stage.out, "config.json"), "w") as file:
         json.dump(dataclasses.asdict(config), file, indent=2)
-
-    train_ds, train_info = data.build_dataset(
-        config.dataset, config.train_split, config.batch_size, True, config.data_dir, config.seed
-    )
-    eval_ds, eval_info = data.build_dataset(
-        config.dataset,
-        config.eval_split,
-        config.batch_size,
-        False,
-        config.data_dir,
-        num_classes=train_info.num_classes,
-    )
-    steps = train_info.num_examples // config.batch_size
-    replicas = strategy.num_replicas_in_sync
-    logging.info("Devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
-    logging.info(
-        "Strategy: %s with %d replica(s); precision %s%s",
-        type(strategy).__name__,
-        replicas,
-        config.mixed_precision,
-        ", XLA" if config.jit_compile else "",
-    )
-    logging.info(
-        "Data: %s %s (%d examples, %d classes, images %s), evaluation on %s (%d examples)",
-        config.dataset,
-        config.train_split,
-        train_info.num_examples,
-        train_info.num_classes,
-        "x".join(map(str, train_info.image_shape)),
-        config.eval_split,
-        eval_info.num_examples,
-    )
-    logging.info(
-        "Batch: %d global, %d per replica; %d steps per epoch",
-        config.batch_size,
-        config.batch_size // replicas,
-        steps,
-    )
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas.")
-
-    stage = _Stage(config, strategy, out, train_ds, train_info, eval_ds, steps)
     uses_scratch, uses_expert = TEACHERS[config.method]
     expert = stage.expert() if uses_expert else None
 
     logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
-    with strategy.scope():
-        student = stage.network(config.student, "student")
-        if config.method == "kd":
-            model = hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
-            model.compile(
-                optimizer=stage.optimizer(config.epochs),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")],
-                **stage.compile_options(),
-            )
-            model.build((None, *train_info.image_shape))
-        else:
-            model = CTKD(
-                student=student,
-                scratch_teacher=stage.network(config.scratch_teacher, "scratch_teacher")
-                if uses_scratch
-                else None,
-                expert_teacher=expert,
-                attention_target=config.attention_target,
-                hint_weight=config.hint_weight if uses_scratch else None,
-                attention_weight=config.attention_weight if uses_expert else None,
-            )
-            model.compile(optimizer=stage.optimizer(config.epochs), **stage.compile_options())
-    attention = _attention_images(out, model, student, expert, eval_ds, train_info)
+    model = stage.model(config, expert)
+    student, out = model.student, stage.out
+    attention = _attention_images(out, model, student, expert, stage.eval_ds, stage.train_info)
     stage.fit(model, "", config.epochs, [*callbacks, *([attention] if attention else [])])
 
-    final = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    final = model.evaluate(stage.eval_ds, return_dict=True, verbose=0)
     results = {
         "method": config.method,
         "dataset": config.dataset,
         "train_split": config.train_split,
         "eval_split": config.eval_split,
-        "eval_examples": eval_info.num_examples,
+        "eval_examples": stage.eval_info.num_examples,
         "student_accuracy": float(final["student_accuracy"]),
         "epochs": config.epochs,
         "student": config.student,
@@ -253,13 +184,13 @@ def _train_and_evaluate(config, callbacks):
     if uses_scratch:
         results["scratch_accuracy"] = float(final["scratch_accuracy"])
     if expert is not None:
-        results["expert_accuracy"] = accuracy(expert, eval_ds)
+        results["expert_accuracy"] = accuracy(expert, stage.eval_ds)
     student.save(os.path.join(out, "student.keras"))
     if config.export:
         representative = None
         if config.tflite_quantize:
             representative = np.concatenate(
-                [x.numpy() for x, _ in train_ds.take(max(1, 128 // config.batch_size))]
+                [x.numpy() for x, _ in stage.train_ds.take(max(1, 128 // config.batch_size))]
             )
         results["exports"] = export.export_student(
             student, os.path.join(out, "export"), config.export, representative
@@ -297,17 +228,100 @@ def _attention_images(out, model, student, expert, eval_ds, info):
     )
 
 
-class _Stage:
-    """What both stages share: data, strategy, recipe, callbacks."""
+class Stage:
+    """What the stages of a run share: strategy, data, recipe, output folder, callbacks.
 
-    def __init__(self, config, strategy, out, train_ds, train_info, eval_ds, steps):
+    Creating it creates the strategy (first, as a multi-worker strategy requires),
+    seeds everything and builds the input pipelines of `train_split` and `eval_split`.
+
+    Args:
+        config: the run's `TrainConfig`.
+        train_split: the training split; defaults to `config.train_split`.
+        eval_split: the evaluation split; defaults to `config.eval_split`.
+    """
+
+    def __init__(self, config, train_split=None, eval_split=None):
         self.config = config
-        self.strategy = strategy
-        self.out = out
-        self.train_ds = train_ds
-        self.train_info = train_info
-        self.eval_ds = eval_ds
-        self.steps = steps
+        self.strategy = strategy = distribute.make_strategy(config.strategy, config.num_gpus)
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.out = distribute.output_dir(config.model_dir, strategy)
+        os.makedirs(self.out, exist_ok=True)
+        train_split = train_split or config.train_split
+        eval_split = eval_split or config.eval_split
+        self.train_ds, self.train_info = data.build_dataset(
+            config.dataset, train_split, config.batch_size, True, config.data_dir, config.seed
+        )
+        self.eval_ds, self.eval_info = data.build_dataset(
+            config.dataset,
+            eval_split,
+            config.batch_size,
+            False,
+            config.data_dir,
+            num_classes=self.train_info.num_classes,
+        )
+        self.steps = self.train_info.num_examples // config.batch_size
+        replicas = strategy.num_replicas_in_sync
+        logging.info("Devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
+        logging.info(
+            "Strategy: %s with %d replica(s); precision %s%s",
+            type(strategy).__name__,
+            replicas,
+            config.mixed_precision,
+            ", XLA" if config.jit_compile else "",
+        )
+        logging.info(
+            "Data: %s %s (%d examples, %d classes, images %s), evaluation on %s (%d examples)",
+            config.dataset,
+            train_split,
+            self.train_info.num_examples,
+            self.train_info.num_classes,
+            "x".join(map(str, self.train_info.image_shape)),
+            eval_split,
+            self.eval_info.num_examples,
+        )
+        logging.info(
+            "Batch: %d global, %d per replica; %d steps per epoch",
+            config.batch_size,
+            config.batch_size // replicas,
+            self.steps,
+        )
+        if config.batch_size % replicas:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas.")
+
+    def model(self, config, expert):
+        """The compiled model of `config.method`, with `config`'s weights and rate.
+
+        Args:
+            config: a `TrainConfig` (the stage's, or one with other loss weights).
+            expert: the trained expert, for methods that use one.
+        """
+        uses_scratch, uses_expert = TEACHERS[config.method]
+        with self.strategy.scope():
+            student = self.network(config.student, "student")
+            optimizer = self.optimizer(config.epochs, config.learning_rate)
+            if config.method == "kd":
+                model = hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
+                model.compile(
+                    optimizer=optimizer,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")],
+                    **self.compile_options(),
+                )
+                model.build((None, *self.train_info.image_shape))
+                return model
+            scratch = self.network(config.scratch_teacher, "scratch_teacher") if uses_scratch else None
+            model = CTKD(
+                student=student,
+                scratch_teacher=scratch,
+                expert_teacher=expert,
+                attention_target=config.attention_target,
+                hint_weight=config.hint_weight if uses_scratch else None,
+                attention_weight=config.attention_weight if uses_expert else None,
+            )
+            model.compile(optimizer=optimizer, **self.compile_options())
+            return model
 
     def network(self, name, role):
         info = self.train_info
@@ -323,16 +337,16 @@ class _Stage:
     def compile_options(self):
         return dict(jit_compile=self.config.jit_compile, steps_per_execution=self.config.steps_per_execution)
 
-    def optimizer(self, epochs):
+    def optimizer(self, epochs, learning_rate):
         """SGD with momentum; the step schedule (counted in epochs) or cosine decay over `epochs`."""
         config = self.config
-        rate = config.learning_rate
+        rate = learning_rate
         if config.lr_schedule == "cosine":
-            rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, epochs * self.steps)
+            rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * self.steps)
         elif config.lr_boundaries:
             rate = keras.optimizers.schedules.PiecewiseConstantDecay(
                 [int(b) * self.steps for b in config.lr_boundaries],
-                [config.learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)],
+                [learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)],
             )
         return keras.optimizers.SGD(rate, momentum=config.momentum)
 
@@ -380,7 +394,9 @@ class _Stage:
         with self.strategy.scope():
             expert = self.network(config.expert, "expert")
             model = CTKD(student=expert)
-            model.compile(optimizer=self.optimizer(config.expert_epochs), **self.compile_options())
+            model.compile(
+                optimizer=self.optimizer(config.expert_epochs, config.learning_rate), **self.compile_options()
+            )
         self.fit(model, "expert", config.expert_epochs)
         expert.save(path)
         return expert

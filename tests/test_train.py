@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def app():
     """apps/train.py, imported once (its flags live in the global absl FLAGS)."""
+    sys.path.insert(0, str(ROOT / "apps"))
     spec = importlib.util.spec_from_file_location("train_app", ROOT / "apps" / "train.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["train_app"] = module
