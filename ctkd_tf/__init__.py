@@ -1,8 +1,24 @@
 """ctkd-tf: Collaborative Teaching Knowledge Distillation for Keras and TensorFlow."""
 
-from ctkd_tf import losses, models
+from ctkd_tf import data, distribute, export, losses, models, train, tune
 from ctkd_tf.ctkd import CTKD
+from ctkd_tf.distiller import Distiller, hinton_kd
 from ctkd_tf.losses import AttentionTransfer, KnowledgeDistillation
+from ctkd_tf.tune import CTKDHyperModel
 
-__all__ = ["CTKD", "AttentionTransfer", "KnowledgeDistillation", "losses", "models"]
+__all__ = [
+    "CTKD",
+    "AttentionTransfer",
+    "CTKDHyperModel",
+    "Distiller",
+    "KnowledgeDistillation",
+    "data",
+    "distribute",
+    "export",
+    "hinton_kd",
+    "losses",
+    "models",
+    "train",
+    "tune",
+]
 __version__ = "0.1.0"
