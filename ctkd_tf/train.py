@@ -1,5 +1,6 @@
 """The training pipeline: train (or load) the expert, then the chosen method; outputs in model_dir."""
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -147,12 +148,19 @@ def train_and_evaluate(config, callbacks=()):
     Returns:
         The results dict, also written to `model_dir/results.json`.
     """
-    policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-    try:
+    with dtype_policy(config.mixed_precision):
         return _train_and_evaluate(config, callbacks)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` for a run, restored afterwards."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
     finally:
-        keras.mixed_precision.set_dtype_policy(policy)
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _train_and_evaluate(config, callbacks):

@@ -9,7 +9,7 @@ import keras_tuner
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf.train import TEACHERS, Stage, train_and_evaluate
+from ctkd_tf.train import TEACHERS, Stage, dtype_policy, train_and_evaluate
 
 OBJECTIVE = keras_tuner.Objective("val_student_accuracy", direction="max")
 TUNERS = {
@@ -167,12 +167,8 @@ def tune_and_evaluate(config, search):
     Returns:
         `{"best_hparams": ..., "trials": [...], "final": results or None}`.
     """
-    policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-    try:
+    with dtype_policy(config.mixed_precision):
         return _tune_and_evaluate(config, search)
-    finally:
-        keras.mixed_precision.set_dtype_policy(policy)
 
 
 def _tune_and_evaluate(config, search):

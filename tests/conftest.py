@@ -66,6 +66,40 @@ def write_image_folder(root, splits=None, size=(6, 5), suffix=".png"):
     return written
 
 
+def tiny_train_config(tmp_path, name="run", images=None, **overrides):
+    """A `TrainConfig` of WRN-16-1s on a tiny 8x8 image folder under `tmp_path`, quick to run.
+
+    Args:
+        tmp_path: the folder holding the images (written once) and the run.
+        name: the run's folder under `tmp_path`.
+        images: `{split: {class: count}}` for `write_image_folder`.
+        **overrides: `TrainConfig` fields.
+    """
+    from ctkd_tf import train
+
+    if not (tmp_path / "images").exists():
+        images = images or {"train": {"a": 8, "b": 8}, "test": {"a": 4, "b": 4}}
+        write_image_folder(tmp_path / "images", images, size=(8, 8))
+    values = dict(
+        dataset="image_folder",
+        data_dir=str(tmp_path / "images"),
+        method="rl",
+        student="wrn16_1",
+        scratch_teacher="wrn16_1",
+        expert="wrn16_1",
+        expert_epochs=1,
+        epochs=3,
+        batch_size=8,
+        lr_boundaries=(2,),
+        model_dir=str(tmp_path / name),
+        deterministic=True,
+        verbose=0,
+        seed=4,
+    )
+    values.update(overrides)
+    return train.TrainConfig(**values)
+
+
 @pytest.fixture
 def batch():
     rng = np.random.default_rng(0)

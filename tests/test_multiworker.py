@@ -12,7 +12,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from conftest import write_image_folder
+from conftest import tiny_train_config
 
 WORKER = Path(__file__).with_name("multiworker.py")
 TIMEOUT_S = 300
@@ -68,24 +68,12 @@ def weights(path):
 
 
 def config_for(tmp_path, name):
-    if not (tmp_path / "images").exists():
-        write_image_folder(
-            tmp_path / "images", {"train": {"a": 8, "b": 8}, "test": {"a": 3, "b": 3}}, size=(8, 8)
-        )
-    return train.TrainConfig(
-        dataset="image_folder",
-        data_dir=str(tmp_path / "images"),
-        method="rl",
-        student="wrn16_1",
-        scratch_teacher="wrn16_1",
-        epochs=3,
-        batch_size=8,
-        lr_boundaries=(2,),
-        deterministic=True,
-        verbose=0,
+    return tiny_train_config(
+        tmp_path,
+        name,
+        images={"train": {"a": 8, "b": 8}, "test": {"a": 3, "b": 3}},
         seed=2,
         sync_batchnorm=True,  # batch statistics over the global batch, as in one process
-        model_dir=str(tmp_path / name),
     )
 
 

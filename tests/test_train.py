@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ctkd_tf import export, train
 
-from conftest import write_image_folder
+from conftest import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,27 +98,7 @@ def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
 
 
 def tiny_config(tmp_path, **overrides):
-    write_image_folder(
-        tmp_path / "images", {"train": {"a": 8, "b": 8}, "test": {"a": 4, "b": 4}}, size=(8, 8)
-    )
-    values = dict(
-        dataset="image_folder",
-        data_dir=str(tmp_path / "images"),
-        method="rl",
-        student="wrn16_1",
-        scratch_teacher="wrn16_1",
-        expert="wrn16_1",
-        expert_epochs=1,
-        epochs=3,
-        batch_size=8,
-        lr_boundaries=(2,),
-        model_dir=str(tmp_path / "run"),
-        deterministic=True,
-        verbose=0,
-        seed=4,
-    )
-    values.update(overrides)
-    return train.TrainConfig(**values)
+    return tiny_train_config(tmp_path, **overrides)
 
 
 class Interrupt(keras.callbacks.Callback):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import ctkd_tf
-from ctkd_tf import train, tune
+from ctkd_tf import tune
 
-from conftest import tiny_cnn, write_image_folder
+from conftest import tiny_cnn, tiny_train_config
 
 
 def trial_scores(project):
@@ -24,21 +24,14 @@ def trial_scores(project):
 
 
 def test_search_writes_the_best_values_and_a_rerun_continues(tmp_path):
-    write_image_folder(
-        tmp_path / "images", {"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}}, size=(8, 8)
-    )
-    config = train.TrainConfig(
-        dataset="image_folder",
-        data_dir=str(tmp_path / "images"),
+    config = tiny_train_config(
+        tmp_path,
+        "search",
+        images={"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}},
         method="ctkd",
-        student="wrn16_1",
-        scratch_teacher="wrn16_1",
-        expert="wrn16_1",
-        expert_epochs=1,
         batch_size=4,
         lr_boundaries=(),
-        model_dir=str(tmp_path / "search"),
-        verbose=0,
+        deterministic=False,
     )
     search = tune.SearchConfig(
         tuner="random",
