@@ -19,8 +19,10 @@ setup(
     package_data={"ctkd_tf": ["weights/*.keras", "weights/*.json"]},
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.12",  # keras.distillation
+        "tensorflow>=2.16,<2.22",
+        # keras.distillation from 3.12; below 3.16 because ctkd.py works around a Keras
+        # multi-worker bug through a private method (keras-team/keras#20585).
+        "keras>=3.12,<3.16",
         "tensorflow-datasets>=4.9",
         "keras-tuner>=1.4",
         "absl-py",
@@ -28,6 +30,6 @@ setup(
         "pillow",
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
-    extras_require={"test": ["pytest>=7", "ruff"], "plots": ["matplotlib"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"], "plots": ["matplotlib"]},
     license="Apache-2.0",
 )
