@@ -15,8 +15,7 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ctkd_tf", "ctkd_tf.*"]),
-    include_package_data=True,
-    package_data={"ctkd_tf": ["weights/*.keras", "weights/*.json"]},
+    package_data={"ctkd_tf": ["tiny_imagenet_wnids.txt"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",
@@ -30,6 +29,6 @@ setup(
         "pillow",
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"], "plots": ["matplotlib"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"]},
     license="Apache-2.0",
 )
