@@ -29,6 +29,6 @@ setup(
         "pillow",
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"], "bench": ["matplotlib"]},
     license="Apache-2.0",
 )

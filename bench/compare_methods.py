@@ -1,0 +1,139 @@
+"""The method doc's comparison on the real CIFAR-10 images: student, KD, AT, RL and CTKD.
+
+Run: python bench/compare_methods.py --epochs=15 --seeds=0,1 [--expert_weights=expert.keras]
+
+Identical networks, data, schedule, seeds and expert for every method; only the loss
+changes. Writes one JSON per run, `table.md` (mean +- std over the seeds of the
+last-epoch test accuracy: nothing is selected on the test set) and `accuracy.png`
+(test accuracy per epoch per method) into --out (docs/results by default). Runs that
+already have their JSON are not run again, so an interrupted comparison resumes.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ctkd_tf import train
+
+from common import cifar10_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="student,kd,at,rl,ctkd")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--eval_split", default="test")
+    parser.add_argument("--lr_schedule", default="cosine", choices=train.LR_SCHEDULES)
+    parser.add_argument("--expert_weights", default=None, help="a trained expert; else one is trained once")
+    parser.add_argument("--expert_epochs", type=int, default=15, help="when no --expert_weights")
+    parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    parser.add_argument("--work_dir", default="/tmp/ctkd_compare", help="checkpoints and logs of the runs")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = train.TrainConfig(
+        dataset="image_folder",
+        data_dir=cifar10_root(),
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        epochs=args.epochs,
+        expert_epochs=args.expert_epochs,
+        lr_schedule=args.lr_schedule,
+        expert_weights=args.expert_weights,
+        jit_compile=args.jit_compile,
+        verbose=2,
+    )
+    expert = args.expert_weights
+    if expert is None:  # trained once, alone, with the same recipe, and shared by every run
+        expert_run = dataclasses.replace(
+            base,
+            method="student",
+            student="wrn40_1",
+            epochs=args.expert_epochs,
+            model_dir=os.path.join(args.work_dir, "expert"),
+        )
+        expert = os.path.join(expert_run.model_dir, "student.keras")
+        if not os.path.exists(expert):
+            train.train_and_evaluate(expert_run)
+            keras.backend.clear_session()
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for method in args.methods.split(","):
+            result_path = out / f"{method}_seed{seed}.json"
+            if result_path.exists():
+                continue
+            config = dataclasses.replace(
+                base,
+                method=method,
+                seed=seed,
+                model_dir=os.path.join(args.work_dir, f"{method}_seed{seed}"),
+                expert_weights=expert,
+            )
+            start = time.time()
+            result = train.train_and_evaluate(config)
+            result.update(config=dataclasses.asdict(config), wall_time_s=round(time.time() - start, 1))
+            result_path.write_text(json.dumps(result, indent=2))
+            keras.backend.clear_session()
+    write_table_and_plot(out, args)
+
+
+def write_table_and_plot(out, args):
+    runs = {}
+    for path in sorted(out.glob("*_seed*.json")):
+        result = json.loads(path.read_text())
+        runs.setdefault(result["method"], []).append(result)
+    order = [m for m in ("student", "kd", "at", "rl", "ctkd") if m in runs]
+    lines = [
+        f"Last-epoch top-1 on `{args.eval_split}` of the JPEG copy of CIFAR-10, WRN-16-1 student, WRN-40-1 "
+        f"teachers, `{args.train_split}`, {args.epochs} epochs ({args.lr_schedule} schedule), "
+        f"{platform.processor() or platform.machine()} with {os.cpu_count()} cores.",
+        "",
+        "| method | seeds | accuracy (%) mean +- std | per seed | wall time per run (min) |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
+    for method in order:
+        accuracies = np.array([100 * r["student_accuracy"] for r in runs[method]])
+        minutes = np.mean([r["wall_time_s"] for r in runs[method]]) / 60
+        per_seed = ", ".join(f"{a:.2f}" for a in accuracies)
+        lines.append(
+            f"| {method} | {len(accuracies)} | {accuracies.mean():.2f} +- {accuracies.std(ddof=0):.2f} "
+            f"| {per_seed} | {minutes:.0f} |"
+        )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for method in order:
+        curves = np.array([r["history"]["val_student_accuracy"] for r in runs[method]])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        axis.plot(epochs, 100 * curves.mean(axis=0), label=f"{method} ({len(curves)} seeds)")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(f"student top-1 on {args.eval_split} (%)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / "accuracy.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
