@@ -56,7 +56,7 @@ def _resolve_weight(value, default, has_teacher, argument, teacher):
     if value < 0:
         raise ValueError(f"{argument} must be >= 0, got {value}.")
     if value > 0 and not has_teacher:
-        raise ValueError(f"{argument}={value} needs a {teacher}; pass {teacher}= or {argument}=0.")
+        raise ValueError(f"{argument}={value} needs the {teacher}; pass {teacher}= or {argument}=0.")
     return value
 
 
@@ -155,9 +155,9 @@ class CTKD(keras.Model):
         elif attention_pairs:
             raise ValueError("attention_pairs were given but there is no expert_teacher.")
 
-        tracker = keras.metrics.Mean
         self.built = all(net is None or net.built for net in (student, scratch_teacher, expert_teacher))
 
+        tracker = keras.metrics.Mean
         self._trackers = {"loss": tracker(name="loss"), "student_ce": tracker(name="student_ce")}
         if scratch_teacher is not None:
             self._trackers["scratch_ce"] = tracker(name="scratch_ce")

@@ -214,9 +214,9 @@ class Subclassed(keras.Model):
         (dict(attention_target="teacher"), "attention_target"),
         (
             dict(expert_teacher=None, attention_weight=1000.0),
-            "attention_weight=1000.0 needs a expert_teacher",
+            "attention_weight=1000.0 needs the expert_teacher",
         ),
-        (dict(scratch_teacher=None, hint_weight=0.1), "hint_weight=0.1 needs a scratch_teacher"),
+        (dict(scratch_teacher=None, hint_weight=0.1), "hint_weight=0.1 needs the scratch_teacher"),
         (dict(expert_teacher=None, attention_pairs=PAIRS), "no expert_teacher"),
         (dict(scratch_teacher=None, attention_target="scratch"), "needs a scratch_teacher"),
         (dict(expert_teacher=Subclassed()), "subclassed"),
