@@ -197,6 +197,24 @@ def test_each_flag_rejects_a_bad_value(app, argument):
         flags.FLAGS(["train.py", argument])
 
 
+@pytest.mark.parametrize("flagfile", sorted(p.name for p in (ROOT / "configs").glob("*.flags")))
+def test_every_config_gives_a_valid_run(app, flagfile, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", f"--flagfile=configs/{flagfile}"])
+    config = app.train_flags.config_from_flags()
+    assert config.jit_compile == (flagfile != "smoke.flags")  # XLA, except where compiling would dominate
+    assert config.epochs == config.expert_epochs and (config.epochs == 1) == (flagfile == "smoke.flags")
+    flags.FLAGS.unparse_flags()
+
+
+def test_expert_weights_takes_a_shipped_name(app):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", "--expert_weights=cifar10_wrn40_1"])
+    assert flags.FLAGS.expert_weights == "cifar10_wrn40_1"
+    flags.FLAGS.unparse_flags()
+
+
 def test_config_rejects_what_flags_cannot_see():
     with pytest.raises(ValueError, match="student must be one of"):
         train.TrainConfig(student="wrn99_1")
