@@ -15,7 +15,7 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ctkd_tf", "ctkd_tf.*"]),
-    package_data={"ctkd_tf": ["tiny_imagenet_wnids.txt"]},
+    package_data={"ctkd_tf": ["tiny_imagenet_wnids.txt", "weights/*.keras", "weights/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",
@@ -29,6 +29,9 @@ setup(
         "pillow",
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.17,<0.18"], "bench": ["matplotlib"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.17,<0.18"],
+        "bench": ["matplotlib", "tensorboard-plugin-profile"],
+    },
     license="Apache-2.0",
 )

@@ -5,7 +5,7 @@ import os
 
 from absl import app, flags, logging
 
-from ctkd_tf import data, distribute, export, models
+from ctkd_tf import data, distribute, experts, export, models
 from ctkd_tf.train import LR_SCHEDULES, METHODS, PRECISIONS, TrainConfig
 
 _D = TrainConfig()  # the defaults: the reference CIFAR recipe
@@ -18,12 +18,20 @@ _METHOD = flags.DEFINE_enum("method", _D.method, list(METHODS), "ctkd, or a base
 _STUDENT = flags.DEFINE_enum("student", _D.student, models.names(), "Student network.")
 _SCRATCH = flags.DEFINE_enum("scratch_teacher", _D.scratch_teacher, models.names(), "Scratch teacher.")
 _EXPERT = flags.DEFINE_enum("expert", _D.expert, models.names(), "Expert network (trained if not given).")
-_EXPERT_WEIGHTS = flags.DEFINE_string("expert_weights", _D.expert_weights, "A trained expert .keras file.")
+_EXPERT_WEIGHTS = flags.DEFINE_string(
+    "expert_weights", _D.expert_weights, "A trained expert: a .keras file or a shipped expert's name."
+)
 _TARGET = flags.DEFINE_enum(
     "attention_target", _D.attention_target, ["student", "scratch"], "Network the expert's attention guides."
 )
 _HINT = flags.DEFINE_float("hint_weight", _D.hint_weight, "Weight of the hint.", lower_bound=0)
 _ATTENTION = flags.DEFINE_float("attention_weight", _D.attention_weight, "Attention weight.", lower_bound=0)
+_HINT_WARMUP = flags.DEFINE_integer(
+    "hint_warmup_epochs",
+    _D.hint_warmup_epochs,
+    "Ramp the hint weight up from 0 over these epochs.",
+    lower_bound=0,
+)
 _KD_T = flags.DEFINE_float("kd_temperature", _D.kd_temperature, "KD softmax temperature.", lower_bound=1e-6)
 _KD_ALPHA = flags.DEFINE_float("kd_alpha", _D.kd_alpha, "KD term weight.", lower_bound=0, upper_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", _D.epochs, "Training epochs.", lower_bound=1)
@@ -76,8 +84,9 @@ flags.register_validator(
 )
 flags.register_validator(
     "expert_weights",
-    lambda path: path is None or os.path.isfile(path),
-    message="--expert_weights must be an existing .keras file.",
+    lambda value: value is None or value in experts.names() or os.path.isfile(value),
+    message="--expert_weights must be an existing .keras file or a shipped expert: "
+    + ", ".join(experts.names()),
 )
 
 

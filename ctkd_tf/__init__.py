@@ -1,6 +1,6 @@
 """ctkd-tf: Collaborative Teaching Knowledge Distillation for Keras and TensorFlow."""
 
-from ctkd_tf import data, distribute, export, losses, models, train, tune
+from ctkd_tf import callbacks, data, distribute, experts, export, losses, models, train, tune
 from ctkd_tf.ctkd import CTKD
 from ctkd_tf.distiller import Distiller, hinton_kd
 from ctkd_tf.losses import AttentionTransfer, KnowledgeDistillation
@@ -12,8 +12,10 @@ __all__ = [
     "CTKDHyperModel",
     "Distiller",
     "KnowledgeDistillation",
+    "callbacks",
     "data",
     "distribute",
+    "experts",
     "export",
     "hinton_kd",
     "losses",

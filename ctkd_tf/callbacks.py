@@ -1,4 +1,4 @@
-"""Keras callbacks of the training loop: data epochs, NaN guard, learning rate, attention images."""
+"""Keras callbacks of the training loop: data epochs, hint warm-up, NaN guard, learning rate, images."""
 
 import math
 
@@ -28,6 +28,34 @@ class DataEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
+
+
+class HintWarmup(keras.callbacks.Callback):
+    """Ramps a `CTKD` model's hint weight linearly from 0 over the first epochs.
+
+    Epoch `e` (counting from 0) trains with `weight * min(1, e / epochs)`: the
+    student is not pulled toward the scratch teacher while that teacher is at its
+    weakest. Set per epoch from the epoch's index, so a resumed run gets the same
+    weights.
+
+    Args:
+        weight: the hint weight after the warm-up.
+        epochs: length of the ramp, in epochs (>= 1).
+    """
+
+    def __init__(self, weight, epochs):
+        super().__init__()
+        if epochs < 1:
+            raise ValueError(f"HintWarmup needs epochs >= 1, got {epochs}.")
+        self.weight = weight
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.hint_weight = self.weight * min(1.0, epoch / self.epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["hint_weight"] = self.model.hint_weight
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -119,15 +119,31 @@ class CTKD(keras.Model):
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
         self.attention_target = attention_target
-        self.hint_weight = _resolve_weight(
-            hint_weight, DEFAULT_HINT_WEIGHT, scratch_teacher is not None, "hint_weight", "scratch_teacher"
+        # Variables, so that a callback can change them between steps (a warm-up)
+        # without retracing the step; read and set them as floats (float64: exactly).
+        self._hint_weight = keras.Variable(
+            _resolve_weight(
+                hint_weight,
+                DEFAULT_HINT_WEIGHT,
+                scratch_teacher is not None,
+                "hint_weight",
+                "scratch_teacher",
+            ),
+            dtype="float64",
+            trainable=False,
+            name="hint_weight",
         )
-        self.attention_weight = _resolve_weight(
-            attention_weight,
-            DEFAULT_ATTENTION_WEIGHT,
-            expert_teacher is not None,
-            "attention_weight",
-            "expert_teacher",
+        self._attention_weight = keras.Variable(
+            _resolve_weight(
+                attention_weight,
+                DEFAULT_ATTENTION_WEIGHT,
+                expert_teacher is not None,
+                "attention_weight",
+                "expert_teacher",
+            ),
+            dtype="float64",
+            trainable=False,
+            name="attention_weight",
         )
         self._check_compatible()
 
@@ -169,6 +185,28 @@ class CTKD(keras.Model):
             self._trackers["scratch_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
                 name="scratch_accuracy"
             )
+
+    @property
+    def hint_weight(self):
+        """The hint's weight, a float; settable between steps (for example by `HintWarmup`)."""
+        return float(keras.ops.convert_to_numpy(self._hint_weight))
+
+    @hint_weight.setter
+    def hint_weight(self, value):
+        self._hint_weight.assign(
+            _resolve_weight(value, 0.0, self.scratch_teacher is not None, "hint_weight", "scratch_teacher")
+        )
+
+    @property
+    def attention_weight(self):
+        """The attention term's weight, a float; settable between steps."""
+        return float(keras.ops.convert_to_numpy(self._attention_weight))
+
+    @attention_weight.setter
+    def attention_weight(self, value):
+        self._attention_weight.assign(
+            _resolve_weight(value, 0.0, self.expert_teacher is not None, "attention_weight", "expert_teacher")
+        )
 
     def _check_compatible(self):
         """Networks must take the same images and predict the same classes."""
@@ -266,11 +304,15 @@ class CTKD(keras.Model):
             terms["attention_loss"] = losses.attention_transfer(trained, expert_features)
         total = terms["student_ce"]
         if self.scratch_teacher is not None:
-            total += terms["scratch_ce"] + self.hint_weight * terms["hint_loss"]
+            total += terms["scratch_ce"] + self._weight(self._hint_weight) * terms["hint_loss"]
         if self.expert_teacher is not None:
-            total += self.attention_weight * terms["attention_loss"]
+            total += self._weight(self._attention_weight) * terms["attention_loss"]
         terms["loss"] = total
         return terms, logits
+
+    @staticmethod
+    def _weight(variable):
+        return tf.cast(variable, tf.float32)
 
     def _regularization_loss(self):
         # Only trainable weights carry regularisers into `self.losses`, so the

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf import data, distribute, export, models
+from ctkd_tf import data, distribute, experts, export, models
 from ctkd_tf.ctkd import CTKD
 from ctkd_tf.distiller import hinton_kd
 
@@ -50,6 +50,7 @@ class TrainConfig:
     attention_target: str = "student"
     hint_weight: float = 0.03
     attention_weight: float = 1000.0
+    hint_warmup_epochs: int = 0
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9
     epochs: int = 200
@@ -107,6 +108,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("hint_weight", self.hint_weight >= 0, ">= 0"),
             ("attention_weight", self.attention_weight >= 0, ">= 0"),
+            ("hint_warmup_epochs", self.hint_warmup_epochs >= 0, ">= 0"),
             ("kd_temperature", self.kd_temperature > 0, "> 0"),
             ("kd_alpha", 0 <= self.kd_alpha <= 1, "in [0, 1]"),
             (
@@ -358,6 +360,13 @@ class Stage:
             )
         return keras.optimizers.SGD(rate, momentum=config.momentum)
 
+    def loss_schedules(self, model):
+        """Callbacks that change loss weights during training: the hint warm-up."""
+        epochs = self.config.hint_warmup_epochs
+        if epochs and isinstance(model, CTKD) and model.scratch_teacher is not None:
+            return [ctkd_callbacks.HintWarmup(model.hint_weight, epochs)]
+        return []
+
     def fit(self, model, stage_dir, epochs, callbacks=()):
         """Trains `model`; writes into `out/stage_dir`, checkpoints in `model_dir/stage_dir`."""
         workdir = os.path.join(self.out, stage_dir)
@@ -370,6 +379,7 @@ class Stage:
             ctkd_callbacks.DataEpoch(self.train_info.epoch),
             ctkd_callbacks.NaNGuard(),
             ctkd_callbacks.LearningRateLogger(),
+            *self.loss_schedules(model),
             keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
             *callbacks,
@@ -386,13 +396,14 @@ class Stage:
     def expert(self):
         """Stage 1: the trained expert, loaded, or trained alone and saved."""
         config = self.config
-        path = config.expert_weights or os.path.join(self.out, "expert.keras")
+        if config.expert_weights:
+            path = experts.resolve(config.expert_weights)
+        else:
+            path = os.path.join(self.out, "expert.keras")
         if os.path.exists(path):
             logging.info("Stage 1: using the trained expert %s", path)
             with self.strategy.scope():
                 return keras.models.load_model(path)
-        if config.expert_weights:
-            raise FileNotFoundError(f"--expert_weights {config.expert_weights} does not exist.")
         logging.info(
             "Stage 1: training the expert %s alone, %d epochs, into %s",
             config.expert,

@@ -119,6 +119,31 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch):
         assert logs[name] == pytest.approx(value, rel=1e-4), name
 
 
+def test_loss_weights_can_change_between_steps_without_retracing(batch):
+    x, y = batch
+    model = wrn_trio(hint_weight=0.03, attention_weight=10.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = model.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
+    model.hint_weight, model.attention_weight = 2.0, 0.0
+    after = model.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
+    expected = before["loss"] + (2.0 - 0.03) * before["hint_loss"] - 10.0 * before["attention_loss"]
+    assert after["loss"] == pytest.approx(expected, rel=1e-5)
+    assert (model.hint_weight, model.attention_weight) == (2.0, 0.0)
+    with pytest.raises(ValueError, match="hint_weight=1.0 needs the scratch_teacher"):
+        ctkd_tf.CTKD(tiny_wrn()).hint_weight = 1.0
+
+
+def test_hint_warmup_ramps_the_weight_per_epoch(batch):
+    x, y = batch
+    model = wrn_trio(hint_weight=0.6)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    warmup = ctkd_tf.callbacks.HintWarmup(0.6, epochs=3)
+    history = model.fit(x, y, batch_size=4, epochs=5, callbacks=[warmup], verbose=0)
+    np.testing.assert_allclose(history.history["hint_weight"], [0.0, 0.2, 0.4, 0.6, 0.6], rtol=1e-6)
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        ctkd_tf.callbacks.HintWarmup(0.6, epochs=0)
+
+
 def test_baselines_come_from_the_same_model(batch):
     x, y = batch
     plain = ctkd_tf.CTKD(tiny_wrn(seed=1))

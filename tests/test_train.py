@@ -112,10 +112,11 @@ def student_weights(run_dir):
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
-    straight = tiny_config(tmp_path / "a")
+    # rl with a hint warm-up over 2 epochs: the weight is part of what must resume.
+    straight = tiny_config(tmp_path / "a", hint_warmup_epochs=2, hint_weight=0.5)
     train.train_and_evaluate(straight)
 
-    resumed = tiny_config(tmp_path / "b")
+    resumed = tiny_config(tmp_path / "b", hint_warmup_epochs=2, hint_weight=0.5)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(resumed, callbacks=[Interrupt()])
     assert not (Path(resumed.model_dir) / "student.keras").exists()
@@ -123,6 +124,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     assert result["history"]["epoch"] == [0.0, 1.0, 2.0]
     # The step schedule went on from the restored optimizer: 0.1, 0.1, then 0.02.
     np.testing.assert_allclose(result["history"]["learning_rate"], [0.1, 0.1, 0.02], rtol=1e-6)
+    np.testing.assert_allclose(result["history"]["hint_weight"], [0.0, 0.25, 0.5], rtol=1e-6)
     for a, b in zip(student_weights(straight.model_dir), student_weights(resumed.model_dir), strict=True):
         np.testing.assert_array_equal(a, b)
     # A finished run, rerun, trains no more and reports the same.
