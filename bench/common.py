@@ -23,3 +23,26 @@ def cifar10_root():
             archive.extractall(CACHE)
         done.touch()
     return str(next(p.parent for p in CACHE.rglob("train") if (p.parent / "test").is_dir()))
+
+
+def machine():
+    """One line naming what a figure was measured on: CPU, its vector ISA, cores, versions, oneDNN."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    model, flags = platform.processor() or platform.machine(), set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    isa = [name for name in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if name in flags][:2]
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default)")
+    return (
+        f"{model} ({', '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}; TF_ENABLE_ONEDNN_OPTS={onednn}"
+    )

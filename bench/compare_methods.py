@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_root
+from common import cifar10_root, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +103,7 @@ def write_table_and_plot(out, args):
     lines = [
         f"Last-epoch top-1 on `{args.eval_split}` of the JPEG copy of CIFAR-10, WRN-16-1 student, WRN-40-1 "
         f"teachers, `{args.train_split}`, {args.epochs} epochs ({args.lr_schedule} schedule), "
-        f"{platform.processor() or platform.machine()} with {os.cpu_count()} cores.",
+        f"{'XLA, ' if args.jit_compile else ''}on {machine()}.",
         *[
             f"Expert teacher (KD, AT, CTKD): `{r['config']['expert_weights']}`, "
             f"{100 * r['expert_accuracy']:.2f} % on the same test images."

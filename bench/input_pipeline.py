@@ -4,14 +4,13 @@ Run: python bench/input_pipeline.py [--batch_size=128]
 """
 
 import argparse
-import os
 import time
 
 import tensorflow as tf
 
 from ctkd_tf import data
 
-from common import cifar10_root
+from common import cifar10_root, machine
 
 
 def rate(dataset, passes=1):
@@ -36,7 +35,7 @@ def main():
     plain, _ = data.build_dataset("image_folder", "train", args.batch_size, False, data_dir=root)
     rate(plain)  # fill the cache
     print(f"no augmentation, cached (normalise only): {rate(plain, 2):,.0f} images/s")
-    print(f"machine: {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
+    print(f"machine: {machine()}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import tensorflow as tf
 
 import ctkd_tf
 
+from common import machine
+
 
 def profile_op_types(network, batch_size, steps, logdir):
     """Self time (ms per step) per op type of `network`'s training step, largest first."""
@@ -99,7 +101,7 @@ def main():
     total = sum(self_time.values())
     print(
         f"{args.network} training step, batch {args.batch_size}, float32, no XLA: "
-        f"{args.batch_size / seconds:.1f} images/s while profiled; trace in {args.logdir}"
+        f"{args.batch_size / seconds:.1f} images/s while profiled; trace in {args.logdir}\n  on {machine()}"
     )
     print(f"  {'op type':28s} {'ms/step':>9s} {'share':>6s}  (self time summed over threads)")
     for op_type, ms in self_time.most_common(args.top):

@@ -11,7 +11,6 @@ input_pipeline.py).
 """
 
 import argparse
-import os
 import resource
 import time
 
@@ -21,6 +20,8 @@ import tensorflow as tf
 
 import ctkd_tf
 from ctkd_tf.distiller import hinton_kd
+
+from common import machine
 
 
 def rate(step, batch_size, steps, warmup=2):
@@ -84,8 +85,7 @@ def main():
 
     print(
         f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
-        f"{args.precision}{', XLA' if args.jit_compile else ''}, {os.cpu_count()} CPU cores, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+        f"{args.precision}{', XLA' if args.jit_compile else ''}\n  on {machine()}"
     )
     for name, value in rates.items():
         print(f"  {name:22s} {value:8.1f} images/s")
