@@ -41,8 +41,10 @@ def machine():
                 flags = set(line.split(":", 1)[1].split())
                 break
     isa = [name for name in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if name in flags][:2]
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default)")
+    from tensorflow.python.util import _pywrap_util_port
+
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
     return (
         f"{model} ({', '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}; TF_ENABLE_ONEDNN_OPTS={onednn}"
+        f"Keras {keras.__version__}; oneDNN kernels {onednn}"
     )

@@ -16,6 +16,9 @@ import os
 import time
 from pathlib import Path
 
+import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kernels)
+
+# isort: split
 import keras
 import numpy as np
 

@@ -6,6 +6,9 @@ Run: python bench/input_pipeline.py [--batch_size=128]
 import argparse
 import time
 
+import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kernels)
+
+# isort: split
 import tensorflow as tf
 
 from ctkd_tf import data

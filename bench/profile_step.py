@@ -17,11 +17,12 @@ import glob
 import json
 import time
 
+import ctkd_tf  # before TensorFlow: it picks TensorFlow's CPU kernels (ctkd_tf/__init__.py)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
-
-import ctkd_tf
 
 from common import machine
 

@@ -14,11 +14,13 @@ import argparse
 import resource
 import time
 
+import ctkd_tf  # before TensorFlow: it picks TensorFlow's CPU kernels (ctkd_tf/__init__.py)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 
-import ctkd_tf
 from ctkd_tf.distiller import hinton_kd
 
 from common import machine
