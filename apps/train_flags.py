@@ -6,6 +6,7 @@ import os
 from absl import app, flags, logging
 
 from ctkd_tf import data, distribute, experts, export, models
+from ctkd_tf.ctkd import ATTENTION_TARGETS, HINT_LOSSES
 from ctkd_tf.train import LR_SCHEDULES, METHODS, PRECISIONS, TrainConfig
 
 _D = TrainConfig()  # the defaults: the reference CIFAR recipe
@@ -22,7 +23,10 @@ _EXPERT_WEIGHTS = flags.DEFINE_string(
     "expert_weights", _D.expert_weights, "A trained expert: a .keras file or a shipped expert's name."
 )
 _TARGET = flags.DEFINE_enum(
-    "attention_target", _D.attention_target, ["student", "scratch"], "Network the expert's attention guides."
+    "attention_target",
+    _D.attention_target,
+    list(ATTENTION_TARGETS),
+    "Network(s) the expert's attention guides: student (the paper), scratch (the reference code), both.",
 )
 _HINT = flags.DEFINE_float("hint_weight", _D.hint_weight, "Weight of the hint.", lower_bound=0)
 _ATTENTION = flags.DEFINE_float("attention_weight", _D.attention_weight, "Attention weight.", lower_bound=0)
@@ -31,6 +35,12 @@ _HINT_WARMUP = flags.DEFINE_integer(
     _D.hint_warmup_epochs,
     "Ramp the hint weight up from 0 over these epochs.",
     lower_bound=0,
+)
+_HINT_LOSS = flags.DEFINE_enum(
+    "hint_loss", _D.hint_loss, list(HINT_LOSSES), "mse: the paper's squared logit difference; kl: T^2 KL."
+)
+_HINT_T = flags.DEFINE_float(
+    "hint_temperature", _D.hint_temperature, "Softmax temperature of --hint_loss=kl.", lower_bound=1e-6
 )
 _KD_T = flags.DEFINE_float("kd_temperature", _D.kd_temperature, "KD softmax temperature.", lower_bound=1e-6)
 _KD_ALPHA = flags.DEFINE_float("kd_alpha", _D.kd_alpha, "KD term weight.", lower_bound=0, upper_bound=1)

@@ -1,7 +1,10 @@
 """Shared by the benchmarks: the real CIFAR-10 images from ../shared, unpacked once."""
 
+import dataclasses
+import json
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -48,3 +51,24 @@ def machine():
         f"{model} ({', '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}; oneDNN kernels {onednn}"
     )
+
+
+def run_once(config, result_path):
+    """Trains `config` (a `TrainConfig`) unless `result_path` holds its results already.
+
+    Writes the results JSON, the config and the wall time included, so that an
+    interrupted series of runs resumes where it stopped. Returns the results.
+    """
+    result_path = Path(result_path)
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    import keras
+
+    from ctkd_tf import train
+
+    start = time.time()
+    result = train.train_and_evaluate(config)
+    result.update(config=dataclasses.asdict(config), wall_time_s=round(time.time() - start, 1))
+    result_path.write_text(json.dumps(result, indent=2))
+    keras.backend.clear_session()
+    return result

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 
 import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kernels)
@@ -24,7 +23,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_root, machine
+from common import cifar10_root, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,9 +78,6 @@ def main():
             keras.backend.clear_session()
     for seed in (int(s) for s in args.seeds.split(",")):
         for method in args.methods.split(","):
-            result_path = out / f"{method}_seed{seed}.json"
-            if result_path.exists():
-                continue
             config = dataclasses.replace(
                 base,
                 method=method,
@@ -89,11 +85,7 @@ def main():
                 model_dir=os.path.join(args.work_dir, f"{method}_seed{seed}"),
                 expert_weights=expert,
             )
-            start = time.time()
-            result = train.train_and_evaluate(config)
-            result.update(config=dataclasses.asdict(config), wall_time_s=round(time.time() - start, 1))
-            result_path.write_text(json.dumps(result, indent=2))
-            keras.backend.clear_session()
+            run_once(config, out / f"{method}_seed{seed}.json")
     write_table_and_plot(out, args)
 
 

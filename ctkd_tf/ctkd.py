@@ -9,7 +9,10 @@ from ctkd_tf import distribute, losses, models
 # Transfer weight (with the per-point spatial mean).
 DEFAULT_HINT_WEIGHT = 0.03
 DEFAULT_ATTENTION_WEIGHT = 1000.0
-ATTENTION_TARGETS = ("student", "scratch")
+ATTENTION_TARGETS = ("student", "scratch", "both")
+# The hint: the squared logit difference (Rocket Launching, the paper) or the
+# temperature-softened KL of online distillation (Zhang et al.'s mutual learning).
+HINT_LOSSES = ("mse", "kl")
 
 
 def feature_tap(model, layer_names, role, with_logits=True):
@@ -76,9 +79,14 @@ class CTKD(keras.Model):
         expert_teacher: a pre-trained `keras.Model`, frozen here, or None.
         attention_pairs: `[(trained_layer, expert_layer), ...]`, the matching points;
             None uses the zoo's residual group outputs (`models.GROUP_OUTPUTS`).
-        attention_target: `"student"` (the paper) or `"scratch"` (the reference
-            code): which trained network the expert's attention maps guide.
+        attention_target: which trained network the expert's attention maps
+            guide: `"student"` (the paper), `"scratch"` (the reference code) or
+            `"both"` (each gets its own attention term; their sum is weighted).
         hint_weight: weight of the hint; None means 0.03 with a scratch teacher.
+        hint_loss: `"mse"`, the paper's `sum_c (z_t - z_s)^2`, or `"kl"`,
+            `T^2 KL(softmax(z_t / T) || softmax(z_s / T))`; both gradient-blocked
+            toward the scratch teacher.
+        hint_temperature: `T` of the `"kl"` hint (> 0).
         attention_weight: weight of the attention term; None means 1000 with an
             expert.
         name: the model's name.
@@ -98,6 +106,8 @@ class CTKD(keras.Model):
         attention_target="student",
         hint_weight=None,
         attention_weight=None,
+        hint_loss="mse",
+        hint_temperature=4.0,
         name="ctkd",
         **kwargs,
     ):
@@ -113,8 +123,14 @@ class CTKD(keras.Model):
             raise ValueError(
                 f"attention_target must be one of {ATTENTION_TARGETS}, got {attention_target!r}."
             )
-        if attention_target == "scratch" and expert_teacher is not None and scratch_teacher is None:
-            raise ValueError('attention_target="scratch" needs a scratch_teacher.')
+        if attention_target != "student" and expert_teacher is not None and scratch_teacher is None:
+            raise ValueError(f"attention_target={attention_target!r} needs a scratch_teacher.")
+        if hint_loss not in HINT_LOSSES:
+            raise ValueError(f"hint_loss must be one of {HINT_LOSSES}, got {hint_loss!r}.")
+        if not float(hint_temperature) > 0:
+            raise ValueError(f"hint_temperature must be > 0, got {hint_temperature}.")
+        self.hint_loss = hint_loss
+        self.hint_temperature = float(hint_temperature)
         self.student = student
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
@@ -153,19 +169,19 @@ class CTKD(keras.Model):
             pairs = attention_pairs or [(name, name) for name in models.GROUP_OUTPUTS]
             self.attention_pairs = [tuple(pair) for pair in pairs]
             trained_names = [pair[0] for pair in self.attention_pairs]
-            trained_role = "student" if attention_target == "student" else "scratch_teacher"
-            tap = feature_tap(getattr(self, trained_role), trained_names, trained_role)
             self._expert_tap = feature_tap(
                 expert_teacher,
                 [pair[1] for pair in self.attention_pairs],
                 "expert_teacher",
                 with_logits=False,
             )
-            self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs)
-            if attention_target == "student":
-                self._student_tap = tap
-            else:
-                self._scratch_tap = tap
+            if attention_target in ("student", "both"):
+                self._student_tap = feature_tap(student, trained_names, "student")
+            if attention_target in ("scratch", "both"):
+                self._scratch_tap = feature_tap(scratch_teacher, trained_names, "scratch_teacher")
+            for tap in (self._student_tap, self._scratch_tap):
+                if tap is not None:
+                    self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs)
             expert_teacher.trainable = False
             self._expert_tap.trainable = False
         elif attention_pairs:
@@ -291,17 +307,29 @@ class CTKD(keras.Model):
         student_logits, student_features = self._run(self.student, self._student_tap, x, training)
         terms = {"student_ce": losses.cross_entropy(y, student_logits)}
         logits = {"student_accuracy": student_logits}
+        scratch_features = []
         if self.scratch_teacher is not None:
             scratch_logits, scratch_features = self._run(self.scratch_teacher, self._scratch_tap, x, training)
             terms["scratch_ce"] = losses.cross_entropy(y, scratch_logits)
-            terms["hint_loss"] = losses.hint(scratch_logits, student_logits)
+            if self.hint_loss == "mse":
+                terms["hint_loss"] = losses.hint(scratch_logits, student_logits)
+            else:
+                terms["hint_loss"] = losses.knowledge_distillation(
+                    scratch_logits, student_logits, self.hint_temperature
+                )
             logits["scratch_accuracy"] = scratch_logits
         if self.expert_teacher is not None:
             expert_features = self._expert_tap(x, training=False)
             if not isinstance(expert_features, (list, tuple)):
                 expert_features = [expert_features]
-            trained = student_features if self.attention_target == "student" else scratch_features
-            terms["attention_loss"] = losses.attention_transfer(trained, expert_features)
+            # One term per guided network (the features of the others are empty).
+            terms["attention_loss"] = tf.add_n(
+                [
+                    losses.attention_transfer(features, expert_features)
+                    for features in (student_features, scratch_features)
+                    if features
+                ]
+            )
         total = terms["student_ce"]
         if self.scratch_teacher is not None:
             total += terms["scratch_ce"] + self._weight(self._hint_weight) * terms["hint_loss"]
@@ -366,6 +394,8 @@ class CTKD(keras.Model):
                 "attention_target": self.attention_target,
                 "hint_weight": self.hint_weight,
                 "attention_weight": self.attention_weight,
+                "hint_loss": self.hint_loss,
+                "hint_temperature": self.hint_temperature,
             }
         )
         return config

@@ -14,7 +14,7 @@ from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
 from ctkd_tf import data, distribute, experts, export, models
-from ctkd_tf.ctkd import CTKD
+from ctkd_tf.ctkd import ATTENTION_TARGETS, CTKD, HINT_LOSSES
 from ctkd_tf.distiller import hinton_kd
 
 # The method doc's comparison: which teachers each method uses (scratch, expert).
@@ -51,6 +51,8 @@ class TrainConfig:
     hint_weight: float = 0.03
     attention_weight: float = 1000.0
     hint_warmup_epochs: int = 0
+    hint_loss: str = "mse"
+    hint_temperature: float = 4.0
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9
     epochs: int = 200
@@ -79,12 +81,18 @@ class TrainConfig:
         checks = [
             ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
             ("dataset", self.dataset in data.RECIPES, f"one of {', '.join(data.RECIPES)}"),
-            ("attention_target", self.attention_target in ("student", "scratch"), "student or scratch"),
             (
                 "attention_target",
-                not (self.method == "at" and self.attention_target == "scratch"),
+                self.attention_target in ATTENTION_TARGETS,
+                f"one of {', '.join(ATTENTION_TARGETS)}",
+            ),
+            (
+                "attention_target",
+                not (self.method == "at" and self.attention_target != "student"),
                 "student with --method=at, which has no scratch teacher",
             ),
+            ("hint_loss", self.hint_loss in HINT_LOSSES, f"one of {', '.join(HINT_LOSSES)}"),
+            ("hint_temperature", self.hint_temperature > 0, "> 0"),
             (
                 "strategy",
                 self.strategy in distribute.STRATEGIES,
@@ -329,6 +337,8 @@ class Stage:
                 attention_target=config.attention_target,
                 hint_weight=config.hint_weight if uses_scratch else None,
                 attention_weight=config.attention_weight if uses_expert else None,
+                hint_loss=config.hint_loss,
+                hint_temperature=config.hint_temperature,
             )
             model.compile(optimizer=optimizer, **self.compile_options())
             return model

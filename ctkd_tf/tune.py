@@ -9,6 +9,7 @@ import keras_tuner
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
+from ctkd_tf.ctkd import ATTENTION_TARGETS
 from ctkd_tf.train import TEACHERS, Stage, dtype_policy, train_and_evaluate
 
 OBJECTIVE = keras_tuner.Objective("val_student_accuracy", direction="max")
@@ -51,7 +52,7 @@ class CTKDHyperModel(keras_tuner.HyperModel):
             from the drawn values.
         hint_weight: `(min, max)`, searched on a log scale; None: not searched.
         attention_weight: `(min, max)`, log scale; None: not searched.
-        attention_target: choices among `"student"`, `"scratch"`; None: not searched.
+        attention_target: choices among `ATTENTION_TARGETS`; None: not searched.
         kd_temperature: `(min, max)`, linear; None: not searched.
         kd_alpha: `(min, max)` within `[0, 1]`, linear; None: not searched.
         learning_rate: `(min, max)`, log scale; None: not searched.
@@ -87,9 +88,10 @@ class CTKDHyperModel(keras_tuner.HyperModel):
         if kd_alpha is not None and not 0 <= self.ranges["kd_alpha"][0] <= self.ranges["kd_alpha"][1] <= 1:
             raise ValueError(f"The range of kd_alpha must lie in [0, 1], got {kd_alpha}.")
         self.attention_target = list(attention_target) if attention_target else None
-        if self.attention_target and not set(self.attention_target) <= {"student", "scratch"}:
+        if self.attention_target and not set(self.attention_target) <= set(ATTENTION_TARGETS):
             raise ValueError(
-                f"attention_target choices must be student and/or scratch, got {attention_target}."
+                f"attention_target choices must be among {', '.join(ATTENTION_TARGETS)}, "
+                f"got {attention_target}."
             )
 
     def build(self, hp):
@@ -140,7 +142,7 @@ def search_space(config, search):
     return dict(
         hint_weight=search.hint_weight_range if uses_scratch else None,
         attention_weight=search.attention_weight_range if uses_expert and not kd else None,
-        attention_target=["student", "scratch"]
+        attention_target=list(ATTENTION_TARGETS)
         if search.tune_attention_target and config.method == "ctkd"
         else None,
         kd_temperature=search.kd_temperature_range if kd else None,

@@ -69,7 +69,11 @@ def test_hint_gradient_reaches_the_student_only(batch):
 
 @pytest.mark.parametrize(
     "target, guided, unguided",
-    [("student", "student", "scratch_teacher"), ("scratch", "scratch_teacher", "student")],
+    [
+        ("student", ["student"], ["scratch_teacher"]),
+        ("scratch", ["scratch_teacher"], ["student"]),
+        ("both", ["student", "scratch_teacher"], []),
+    ],
 )
 def test_attention_gradient_reaches_the_target_only(batch, target, guided, unguided):
     runs = {}
@@ -77,17 +81,30 @@ def test_attention_gradient_reaches_the_target_only(batch, target, guided, ungui
         model = wrn_trio(attention_target=target, attention_weight=attention_weight)
         one_step(model, *batch)
         runs[attention_weight] = model
-    assert_differ(weights(getattr(runs[1e-3], guided)), weights(getattr(runs[1e4], guided)))
-    assert_same(weights(getattr(runs[1e-3], unguided)), weights(getattr(runs[1e4], unguided)))
+    for role in guided:
+        assert_differ(weights(getattr(runs[1e-3], role)), weights(getattr(runs[1e4], role)))
+    for role in unguided:
+        assert_same(weights(getattr(runs[1e-3], role)), weights(getattr(runs[1e4], role)))
 
 
-def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch):
+@pytest.mark.parametrize(
+    "attention_target, hint_loss", [("student", "mse"), ("scratch", "kl"), ("both", "kl")]
+)
+def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch, attention_target, hint_loss):
     x, y = batch
     student = tiny_cnn(3, seed=1, l2=1e-3)
     scratch = tiny_cnn(6, seed=2, l2=1e-3)
     expert = tiny_cnn(5, seed=3, l2=1e-3)  # its regulariser must not count
     model = ctkd_tf.CTKD(
-        student, scratch, expert, attention_pairs=PAIRS, hint_weight=0.5, attention_weight=100.0
+        student,
+        scratch,
+        expert,
+        attention_pairs=PAIRS,
+        attention_target=attention_target,
+        hint_weight=0.5,
+        attention_weight=100.0,
+        hint_loss=hint_loss,
+        hint_temperature=3.0,
     )
 
     def forward(net):
@@ -96,13 +113,15 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch):
         )
         return [o.numpy() for o in tap(x)]
 
-    (zs, *fs), (zt, *_), (_, *fe) = forward(student), forward(scratch), forward(expert)
+    (zs, *fs), (zt, *ft), (_, *fe) = forward(student), forward(scratch), forward(expert)
+    hint = ref.hint(zt, zs) if hint_loss == "mse" else ref.knowledge_distillation(zt, zs, 3.0)
+    guided = {"student": [fs], "scratch": [ft], "both": [fs, ft]}[attention_target]
     regularization = sum(float(v) for v in student.losses + scratch.losses)
     expected = {
         "student_ce": ref.cross_entropy(y, zs).mean(),
         "scratch_ce": ref.cross_entropy(y, zt).mean(),
-        "hint_loss": ref.hint(zt, zs).mean(),
-        "attention_loss": ref.attention_transfer(fs, fe).mean(),
+        "hint_loss": hint.mean(),
+        "attention_loss": sum(ref.attention_transfer(f, fe) for f in guided).mean(),
         "student_accuracy": np.mean(zs.argmax(1) == y),
         "scratch_accuracy": np.mean(zt.argmax(1) == y),
     }
@@ -198,16 +217,16 @@ def test_evaluate_and_predict_use_the_student_in_inference_mode(batch):
 
 def test_save_and_load_round_trip(batch, tmp_path):
     x, y = batch
-    model = wrn_trio(attention_target="scratch", hint_weight=0.1, attention_weight=50.0)
+    model = wrn_trio(
+        attention_target="both", hint_weight=0.1, attention_weight=50.0, hint_loss="kl", hint_temperature=2.0
+    )
     one_step(model, x, y)
     model.save(tmp_path / "ctkd.keras")
     restored = keras.models.load_model(tmp_path / "ctkd.keras")
     assert isinstance(restored, ctkd_tf.CTKD)
-    assert (restored.hint_weight, restored.attention_weight, restored.attention_target) == (
-        0.1,
-        50.0,
-        "scratch",
-    )
+    restored_options = (restored.hint_weight, restored.attention_weight, restored.attention_target)
+    assert restored_options == (0.1, 50.0, "both")
+    assert (restored.hint_loss, restored.hint_temperature) == ("kl", 2.0)
     assert_same(weights(model.scratch_teacher), weights(restored.scratch_teacher))
     assert_same(weights(model.expert_teacher), weights(restored.expert_teacher))
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -244,6 +263,9 @@ class Subclassed(keras.Model):
         (dict(scratch_teacher=None, hint_weight=0.1), "hint_weight=0.1 needs the scratch_teacher"),
         (dict(expert_teacher=None, attention_pairs=PAIRS), "no expert_teacher"),
         (dict(scratch_teacher=None, attention_target="scratch"), "needs a scratch_teacher"),
+        (dict(scratch_teacher=None, attention_target="both"), "'both' needs a scratch_teacher"),
+        (dict(hint_loss="l1"), "hint_loss must be one of"),
+        (dict(hint_loss="kl", hint_temperature=0.0), "hint_temperature must be > 0"),
         (dict(expert_teacher=Subclassed()), "subclassed"),
         (dict(scratch_teacher="wrn40_1"), "must be a keras.Model"),
     ],

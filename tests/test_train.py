@@ -221,3 +221,5 @@ def test_config_rejects_what_flags_cannot_see():
         train.TrainConfig(student="wrn99_1")
     with pytest.raises(ValueError, match="attention_target must be student with --method=at"):
         train.TrainConfig(method="at", attention_target="scratch")
+    with pytest.raises(ValueError, match="hint_loss must be one of"):
+        train.TrainConfig(hint_loss="l2")
