@@ -42,6 +42,12 @@ _HINT_LOSS = flags.DEFINE_enum(
 _HINT_T = flags.DEFINE_float(
     "hint_temperature", _D.hint_temperature, "Softmax temperature of --hint_loss=kl.", lower_bound=1e-6
 )
+_EXPERT_KD = flags.DEFINE_float(
+    "expert_kd_weight",
+    _D.expert_kd_weight,
+    "CTKD/AT: weight of an extra KD term from the expert's logits (at --kd_temperature); 0: the paper.",
+    lower_bound=0,
+)
 _KD_T = flags.DEFINE_float("kd_temperature", _D.kd_temperature, "KD softmax temperature.", lower_bound=1e-6)
 _KD_ALPHA = flags.DEFINE_float("kd_alpha", _D.kd_alpha, "KD term weight.", lower_bound=0, upper_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", _D.epochs, "Training epochs.", lower_bound=1)

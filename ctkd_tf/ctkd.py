@@ -87,6 +87,11 @@ class CTKD(keras.Model):
             `T^2 KL(softmax(z_t / T) || softmax(z_s / T))`; both gradient-blocked
             toward the scratch teacher.
         hint_temperature: `T` of the `"kl"` hint (> 0).
+        expert_kd_weight: weight of an extra Hinton KD term from the expert's
+            logits, `T^2 KL(softmax(z_e / T) || softmax(z_s / T))` with
+            `T = kd_temperature` (Attention Transfer's AT+KD); 0, the paper, leaves
+            it out.
+        kd_temperature: `T` of that term (> 0).
         attention_weight: weight of the attention term; None means 1000 with an
             expert.
         name: the model's name.
@@ -108,6 +113,8 @@ class CTKD(keras.Model):
         attention_weight=None,
         hint_loss="mse",
         hint_temperature=4.0,
+        expert_kd_weight=0.0,
+        kd_temperature=4.0,
         name="ctkd",
         **kwargs,
     ):
@@ -129,8 +136,14 @@ class CTKD(keras.Model):
             raise ValueError(f"hint_loss must be one of {HINT_LOSSES}, got {hint_loss!r}.")
         if not float(hint_temperature) > 0:
             raise ValueError(f"hint_temperature must be > 0, got {hint_temperature}.")
+        if not float(kd_temperature) > 0:
+            raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}.")
         self.hint_loss = hint_loss
         self.hint_temperature = float(hint_temperature)
+        self.expert_kd_weight = _resolve_weight(
+            expert_kd_weight, 0.0, expert_teacher is not None, "expert_kd_weight", "expert_teacher"
+        )
+        self.kd_temperature = float(kd_temperature)
         self.student = student
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
@@ -170,10 +183,7 @@ class CTKD(keras.Model):
             self.attention_pairs = [tuple(pair) for pair in pairs]
             trained_names = [pair[0] for pair in self.attention_pairs]
             self._expert_tap = feature_tap(
-                expert_teacher,
-                [pair[1] for pair in self.attention_pairs],
-                "expert_teacher",
-                with_logits=False,
+                expert_teacher, [pair[1] for pair in self.attention_pairs], "expert_teacher"
             )
             if attention_target in ("student", "both"):
                 self._student_tap = feature_tap(student, trained_names, "student")
@@ -181,7 +191,7 @@ class CTKD(keras.Model):
                 self._scratch_tap = feature_tap(scratch_teacher, trained_names, "scratch_teacher")
             for tap in (self._student_tap, self._scratch_tap):
                 if tap is not None:
-                    self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs)
+                    self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs[1:])
             expert_teacher.trainable = False
             self._expert_tap.trainable = False
         elif attention_pairs:
@@ -196,6 +206,8 @@ class CTKD(keras.Model):
             self._trackers["hint_loss"] = tracker(name="hint_loss")
         if expert_teacher is not None:
             self._trackers["attention_loss"] = tracker(name="attention_loss")
+        if self.expert_kd_weight > 0:
+            self._trackers["expert_kd_loss"] = tracker(name="expert_kd_loss")
         self._trackers["student_accuracy"] = keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")
         if scratch_teacher is not None:
             self._trackers["scratch_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -319,9 +331,7 @@ class CTKD(keras.Model):
                 )
             logits["scratch_accuracy"] = scratch_logits
         if self.expert_teacher is not None:
-            expert_features = self._expert_tap(x, training=False)
-            if not isinstance(expert_features, (list, tuple)):
-                expert_features = [expert_features]
+            expert_logits, *expert_features = self._expert_tap(x, training=False)
             # One term per guided network (the features of the others are empty).
             terms["attention_loss"] = tf.add_n(
                 [
@@ -330,11 +340,17 @@ class CTKD(keras.Model):
                     if features
                 ]
             )
+            if self.expert_kd_weight > 0:
+                terms["expert_kd_loss"] = losses.knowledge_distillation(
+                    expert_logits, student_logits, self.kd_temperature
+                )
         total = terms["student_ce"]
         if self.scratch_teacher is not None:
             total += terms["scratch_ce"] + self._weight(self._hint_weight) * terms["hint_loss"]
         if self.expert_teacher is not None:
             total += self._weight(self._attention_weight) * terms["attention_loss"]
+        if self.expert_kd_weight > 0:
+            total += self.expert_kd_weight * terms["expert_kd_loss"]
         terms["loss"] = total
         return terms, logits
 
@@ -396,6 +412,8 @@ class CTKD(keras.Model):
                 "attention_weight": self.attention_weight,
                 "hint_loss": self.hint_loss,
                 "hint_temperature": self.hint_temperature,
+                "expert_kd_weight": self.expert_kd_weight,
+                "kd_temperature": self.kd_temperature,
             }
         )
         return config

@@ -53,6 +53,7 @@ class TrainConfig:
     hint_warmup_epochs: int = 0
     hint_loss: str = "mse"
     hint_temperature: float = 4.0
+    expert_kd_weight: float = 0.0
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9
     epochs: int = 200
@@ -93,6 +94,12 @@ class TrainConfig:
             ),
             ("hint_loss", self.hint_loss in HINT_LOSSES, f"one of {', '.join(HINT_LOSSES)}"),
             ("hint_temperature", self.hint_temperature > 0, "> 0"),
+            ("expert_kd_weight", self.expert_kd_weight >= 0, ">= 0"),
+            (
+                "expert_kd_weight",
+                self.expert_kd_weight == 0 or self.method in ("ctkd", "at"),
+                "0 unless --method=ctkd or at (--method=kd is KD alone, with --kd_alpha)",
+            ),
             (
                 "strategy",
                 self.strategy in distribute.STRATEGIES,
@@ -339,6 +346,8 @@ class Stage:
                 attention_weight=config.attention_weight if uses_expert else None,
                 hint_loss=config.hint_loss,
                 hint_temperature=config.hint_temperature,
+                expert_kd_weight=config.expert_kd_weight,
+                kd_temperature=config.kd_temperature,
             )
             model.compile(optimizer=optimizer, **self.compile_options())
             return model

@@ -88,9 +88,12 @@ def test_attention_gradient_reaches_the_target_only(batch, target, guided, ungui
 
 
 @pytest.mark.parametrize(
-    "attention_target, hint_loss", [("student", "mse"), ("scratch", "kl"), ("both", "kl")]
+    "attention_target, hint_loss, expert_kd_weight",
+    [("student", "mse", 0.0), ("scratch", "kl", 0.0), ("both", "kl", 0.7), ("student", "mse", 0.7)],
 )
-def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch, attention_target, hint_loss):
+def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
+    batch, attention_target, hint_loss, expert_kd_weight
+):
     x, y = batch
     student = tiny_cnn(3, seed=1, l2=1e-3)
     scratch = tiny_cnn(6, seed=2, l2=1e-3)
@@ -105,6 +108,8 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch, attention_target
         attention_weight=100.0,
         hint_loss=hint_loss,
         hint_temperature=3.0,
+        expert_kd_weight=expert_kd_weight,
+        kd_temperature=2.0,
     )
 
     def forward(net):
@@ -113,7 +118,7 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch, attention_target
         )
         return [o.numpy() for o in tap(x)]
 
-    (zs, *fs), (zt, *ft), (_, *fe) = forward(student), forward(scratch), forward(expert)
+    (zs, *fs), (zt, *ft), (ze, *fe) = forward(student), forward(scratch), forward(expert)
     hint = ref.hint(zt, zs) if hint_loss == "mse" else ref.knowledge_distillation(zt, zs, 3.0)
     guided = {"student": [fs], "scratch": [ft], "both": [fs, ft]}[attention_target]
     regularization = sum(float(v) for v in student.losses + scratch.losses)
@@ -125,8 +130,11 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(batch, attention_target
         "student_accuracy": np.mean(zs.argmax(1) == y),
         "scratch_accuracy": np.mean(zt.argmax(1) == y),
     }
+    if expert_kd_weight:
+        expected["expert_kd_loss"] = ref.knowledge_distillation(ze, zs, 2.0).mean()
     expected["loss"] = (
-        expected["student_ce"]
+        expert_kd_weight * expected.get("expert_kd_loss", 0.0)
+        + expected["student_ce"]
         + expected["scratch_ce"]
         + 0.5 * expected["hint_loss"]
         + 100.0 * expected["attention_loss"]
@@ -218,7 +226,13 @@ def test_evaluate_and_predict_use_the_student_in_inference_mode(batch):
 def test_save_and_load_round_trip(batch, tmp_path):
     x, y = batch
     model = wrn_trio(
-        attention_target="both", hint_weight=0.1, attention_weight=50.0, hint_loss="kl", hint_temperature=2.0
+        attention_target="both",
+        hint_weight=0.1,
+        attention_weight=50.0,
+        hint_loss="kl",
+        hint_temperature=2.0,
+        expert_kd_weight=0.5,
+        kd_temperature=3.0,
     )
     one_step(model, x, y)
     model.save(tmp_path / "ctkd.keras")
@@ -227,6 +241,7 @@ def test_save_and_load_round_trip(batch, tmp_path):
     restored_options = (restored.hint_weight, restored.attention_weight, restored.attention_target)
     assert restored_options == (0.1, 50.0, "both")
     assert (restored.hint_loss, restored.hint_temperature) == ("kl", 2.0)
+    assert (restored.expert_kd_weight, restored.kd_temperature) == (0.5, 3.0)
     assert_same(weights(model.scratch_teacher), weights(restored.scratch_teacher))
     assert_same(weights(model.expert_teacher), weights(restored.expert_teacher))
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -266,6 +281,9 @@ class Subclassed(keras.Model):
         (dict(scratch_teacher=None, attention_target="both"), "'both' needs a scratch_teacher"),
         (dict(hint_loss="l1"), "hint_loss must be one of"),
         (dict(hint_loss="kl", hint_temperature=0.0), "hint_temperature must be > 0"),
+        (dict(expert_kd_weight=-0.5), "expert_kd_weight must be >= 0"),
+        (dict(expert_teacher=None, expert_kd_weight=0.5), "expert_kd_weight=0.5 needs the expert_teacher"),
+        (dict(kd_temperature=0.0), "kd_temperature must be > 0"),
         (dict(expert_teacher=Subclassed()), "subclassed"),
         (dict(scratch_teacher="wrn40_1"), "must be a keras.Model"),
     ],

@@ -223,3 +223,5 @@ def test_config_rejects_what_flags_cannot_see():
         train.TrainConfig(method="at", attention_target="scratch")
     with pytest.raises(ValueError, match="hint_loss must be one of"):
         train.TrainConfig(hint_loss="l2")
+    with pytest.raises(ValueError, match="expert_kd_weight must be 0 unless"):
+        train.TrainConfig(method="kd", expert_kd_weight=0.5)
