@@ -42,6 +42,7 @@ VARIANTS = {
     "both": dict(method="ctkd", attention_target="both"),
     "kl": dict(method="ctkd", hint_loss="kl", hint_weight=1.0),
     "both_kl": dict(method="ctkd", attention_target="both", hint_loss="kl", hint_weight=1.0),
+    "both_hint0.1": dict(method="ctkd", attention_target="both", hint_weight=0.1),
     "at_kd": dict(method="at", expert_kd_weight=1.0),  # Attention Transfer's AT+KD, no scratch teacher
     "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
     "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
