@@ -57,12 +57,16 @@ def test_one_step_trains_student_and_scratch_and_freezes_expert(batch):
     assert trainable == {id(v) for v in expected} and len(model.trainable_variables) == len(expected)
 
 
-def test_hint_gradient_reaches_the_student_only(batch):
+@pytest.mark.parametrize("attention_target", ["student", "both"])
+@pytest.mark.parametrize("student_term", ["hint_weight", "expert_kd_weight"])
+def test_student_terms_reach_the_student_only(batch, attention_target, student_term):
+    # The hint and the expert's KD train the student alone: the scratch teacher's
+    # weights come out of a step the same whatever their weights.
     runs = {}
-    for hint_weight in (0.0, 100.0):
-        model = wrn_trio(hint_weight=hint_weight)
+    for weight in (0.0, 100.0):
+        model = wrn_trio(attention_target=attention_target, **{student_term: weight})
         one_step(model, *batch)
-        runs[hint_weight] = model
+        runs[weight] = model
     assert_same(weights(runs[0.0].scratch_teacher), weights(runs[100.0].scratch_teacher))
     assert_differ(weights(runs[0.0].student), weights(runs[100.0].student))
 
