@@ -25,7 +25,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_root, machine, run_once
+from common import cifar10_config, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,16 +73,13 @@ def main():
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = train.TrainConfig(
-        dataset="image_folder",
-        data_dir=cifar10_root(),
+    base = cifar10_config(
         train_split=args.train_split,
         eval_split=args.eval_split,
         epochs=args.epochs,
         lr_schedule=args.lr_schedule,
         expert_weights=args.expert_weights,
         expert_epochs=args.epochs,
-        verbose=2,
     )
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.variants.split(","):

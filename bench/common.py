@@ -72,3 +72,10 @@ def run_once(config, result_path):
     result_path.write_text(json.dumps(result, indent=2))
     keras.backend.clear_session()
     return result
+
+
+def cifar10_config(**options):
+    """A `TrainConfig` on the real CIFAR-10 images (an image folder), a line per epoch."""
+    from ctkd_tf import train
+
+    return train.TrainConfig(dataset="image_folder", data_dir=cifar10_root(), verbose=2, **options)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_root, machine, run_once
+from common import cifar10_config, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,16 +52,13 @@ def main():
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = train.TrainConfig(
-        dataset="image_folder",
-        data_dir=cifar10_root(),
+    base = cifar10_config(
         train_split=args.train_split,
         eval_split=args.eval_split,
         epochs=args.epochs,
         expert_epochs=args.expert_epochs,
         lr_schedule=args.lr_schedule,
         jit_compile=args.jit_compile,
-        verbose=2,
     )
     expert = args.expert_weights
     if not expert:  # trained once, alone, with the same recipe, and shared by every run
