@@ -25,30 +25,9 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_config, machine, run_once
+from common import VARIANTS, cifar10_config, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# name: the TrainConfig options that differ from the run's base (the flags of the same names).
-VARIANTS = {
-    "student": dict(method="student"),
-    "kd": dict(method="kd"),
-    "at": dict(method="at"),
-    "rl": dict(method="rl"),
-    "paper": dict(method="ctkd"),  # the method doc: mse hint 0.03, attention 1000 on the student
-    "hint0.01": dict(method="ctkd", hint_weight=0.01),
-    "warmup5": dict(method="ctkd", hint_warmup_epochs=5),
-    "scratch": dict(method="ctkd", attention_target="scratch"),  # the reference code
-    "both": dict(method="ctkd", attention_target="both"),
-    "kl": dict(method="ctkd", hint_loss="kl", hint_weight=1.0),
-    "both_kl": dict(method="ctkd", attention_target="both", hint_loss="kl", hint_weight=1.0),
-    "both_hint0.1": dict(method="ctkd", attention_target="both", hint_weight=0.1),
-    "at_kd": dict(method="at", expert_kd_weight=1.0),  # Attention Transfer's AT+KD, no scratch teacher
-    "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
-    "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
-    # A weak expert: trained alone in the run itself, on the same images for the same epochs.
-    "weak_expert": dict(method="ctkd", expert_weights=None),
-}
 
 
 def parse_args():

@@ -11,6 +11,28 @@ from pathlib import Path
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
 CACHE = Path(os.environ.get("CTKD_CIFAR10_DIR", "/tmp/ctkd_cifar10_jpeg"))
 
+# The recipes the benchmarks compare, by name: the TrainConfig options that differ from a
+# run's base (the flags of the same names).
+VARIANTS = {
+    "student": dict(method="student"),
+    "kd": dict(method="kd"),
+    "at": dict(method="at"),
+    "rl": dict(method="rl"),
+    "paper": dict(method="ctkd"),  # the method doc: mse hint 0.03, attention 1000 on the student
+    "hint0.01": dict(method="ctkd", hint_weight=0.01),
+    "warmup5": dict(method="ctkd", hint_warmup_epochs=5),
+    "scratch": dict(method="ctkd", attention_target="scratch"),  # the reference code
+    "both": dict(method="ctkd", attention_target="both"),
+    "kl": dict(method="ctkd", hint_loss="kl", hint_weight=1.0),
+    "both_kl": dict(method="ctkd", attention_target="both", hint_loss="kl", hint_weight=1.0),
+    "both_hint0.1": dict(method="ctkd", attention_target="both", hint_weight=0.1),
+    "at_kd": dict(method="at", expert_kd_weight=1.0),  # Attention Transfer's AT+KD, no scratch teacher
+    "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
+    "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
+    # A weak expert: trained alone in the run itself, on the same images for the same epochs.
+    "weak_expert": dict(method="ctkd", expert_weights=None),
+}
+
 
 def cifar10_root():
     """The folder holding `train/` and `test/` of the JPEG copy of CIFAR-10.

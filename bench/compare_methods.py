@@ -2,6 +2,9 @@
 
 Run: python bench/compare_methods.py --epochs=10 --train_split="train[:5000]" --seeds=0,1 --jit_compile
 
+--methods names methods (CTKD as the paper has it: `ctkd`) or recipes of `common.VARIANTS`
+(e.g. `both_kd`, the CTKD recipe the configs carry).
+
 Identical networks, data, schedule, seeds and expert for every method; only the loss
 changes. Writes one JSON per run, `table.md` (mean +- std over the seeds of the
 last-epoch test accuracy: nothing is selected on the test set) and `accuracy.png`
@@ -23,14 +26,18 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import cifar10_config, machine, run_once
+from common import VARIANTS, cifar10_config, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="student,kd,at,rl,ctkd")
+    parser.add_argument(
+        "--methods",
+        default="student,kd,at,rl,ctkd",
+        help=f"among {', '.join(train.METHODS)} and {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--train_split", default="train")
@@ -45,7 +52,16 @@ def parse_args():
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_compare", help="checkpoints and logs of the runs")
-    return parser.parse_args()
+    args = parser.parse_args()
+    unknown = [m for m in args.methods.split(",") if m not in train.METHODS and m not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown methods {', '.join(unknown)}")
+    return args
+
+
+def options(name):
+    """The TrainConfig options of a run named by a method or a recipe of VARIANTS."""
+    return dict(method=name) if name in train.METHODS else VARIANTS[name]
 
 
 def main():
@@ -77,10 +93,10 @@ def main():
         for method in args.methods.split(","):
             config = dataclasses.replace(
                 base,
-                method=method,
                 seed=seed,
                 model_dir=os.path.join(args.work_dir, f"{method}_seed{seed}"),
                 expert_weights=expert,
+                **options(method),
             )
             run_once(config, out / f"{method}_seed{seed}.json")
     write_table_and_plot(out, args)
@@ -89,9 +105,8 @@ def main():
 def write_table_and_plot(out, args):
     runs = {}
     for path in sorted(out.glob("*_seed*.json")):
-        result = json.loads(path.read_text())
-        runs.setdefault(result["method"], []).append(result)
-    order = [m for m in ("student", "kd", "at", "rl", "ctkd") if m in runs]
+        runs.setdefault(path.stem.rsplit("_seed", 1)[0], []).append(json.loads(path.read_text()))
+    order = [m for m in dict.fromkeys(("student", "kd", "at", "rl", "ctkd", *VARIANTS)) if m in runs]
     lines = [
         f"Last-epoch top-1 on `{args.eval_split}` of the JPEG copy of CIFAR-10, WRN-16-1 student, WRN-40-1 "
         f"teachers, `{args.train_split}`, {args.epochs} epochs ({args.lr_schedule} schedule), "
@@ -110,8 +125,13 @@ def write_table_and_plot(out, args):
         minutes = np.mean([r["wall_time_s"] for r in runs[method]]) / 60
         per_seed = ", ".join(f"{a:.2f}" for a in accuracies)
         spread = f"{accuracies.std(ddof=0):.2f}" if len(accuracies) > 1 else "n/a"
+        label = (
+            method
+            if method in train.METHODS
+            else f"{method} ({', '.join(f'{k}={v}' for k, v in options(method).items())})"
+        )
         lines.append(
-            f"| {method} | {len(accuracies)} | {accuracies.mean():.2f} +- {spread} "
+            f"| {label} | {len(accuracies)} | {accuracies.mean():.2f} +- {spread} "
             f"| {per_seed} | {minutes:.0f} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
