@@ -66,9 +66,9 @@ def machine():
                 flags = set(line.split(":", 1)[1].split())
                 break
     isa = [name for name in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if name in flags][:2]
-    from tensorflow.python.util import _pywrap_util_port
+    from ctkd_tf import kernels
 
-    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    onednn = "on" if kernels.onednn_enabled() else "off"
     return (
         f"{model} ({', '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}; oneDNN kernels {onednn}"

@@ -1,20 +1,21 @@
 """ctkd-tf: Collaborative Teaching Knowledge Distillation for Keras and TensorFlow."""
 
 import os
-import platform
 
-# TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512
-# VNNI/BF16 or AMX. On the others (AVX2) its own convolution gradients make these
-# networks' training steps 1.7-1.9x slower (docs/BENCHMARKS.md). On unless the user
-# chose otherwise; it takes effect when ctkd_tf is imported before TensorFlow.
-if platform.machine().lower() in ("x86_64", "amd64"):
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from ctkd_tf import kernels
+
+_ONEDNN_CHOICE = os.environ.get(kernels.ONEDNN_VARIABLE)
+# Before anything imports TensorFlow: it reads the kernel choice once, when it loads.
+_TENSORFLOW_FIRST = kernels.prefer_onednn()
 
 from ctkd_tf import callbacks, data, distribute, experts, export, losses, models, train, tune  # noqa: E402
 from ctkd_tf.ctkd import CTKD  # noqa: E402
 from ctkd_tf.distiller import Distiller, hinton_kd  # noqa: E402
 from ctkd_tf.losses import AttentionTransfer, KnowledgeDistillation  # noqa: E402
 from ctkd_tf.tune import CTKDHyperModel  # noqa: E402
+
+if _TENSORFLOW_FIRST:
+    kernels.warn_if_onednn_missing(_ONEDNN_CHOICE)
 
 __all__ = [
     "CTKD",
@@ -28,6 +29,7 @@ __all__ = [
     "experts",
     "export",
     "hinton_kd",
+    "kernels",
     "losses",
     "models",
     "train",

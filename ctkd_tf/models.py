@@ -2,6 +2,8 @@
 
 import keras
 
+from ctkd_tf.batchnorm import FusedBatchNormalization
+
 # Registry name -> (depth, width). Depth is 6n+4 with n basic blocks per group.
 _WRN = {
     "wrn16_1": (16, 1),
@@ -49,6 +51,7 @@ def wrn(
     input_shape=(32, 32, 3),
     weight_decay=0.0,
     synchronized_batchnorm=False,
+    fused_batchnorm=True,
     name=None,
 ):
     """A pre-activation wide residual network (Zagoruyko & Komodakis, 2016).
@@ -66,7 +69,11 @@ def wrn(
         weight_decay: the coefficient of PyTorch-style SGD weight decay on all
             weights, realised as an L2 term `weight_decay / 2 * ||w||^2` so that its
             gradient is `weight_decay * w`.
-        synchronized_batchnorm: synchronise batch-norm statistics across replicas.
+        synchronized_batchnorm: synchronise batch-norm statistics across replicas
+            (Keras's own layer, which computes cross-replica moments).
+        fused_batchnorm: batch norm with TensorFlow's fused kernel
+            (`batchnorm.FusedBatchNormalization`: the same maths, faster, saved as
+            Keras's layer); False uses `keras.layers.BatchNormalization` as it is.
         name: the model's name; defaults to `wrn{depth}_{width}`.
 
     Returns:
@@ -96,7 +103,9 @@ def wrn(
 
     def bn_relu(x, label):
         # PyTorch's BatchNorm defaults (momentum 0.1, eps 1e-5), as in the reference.
-        x = keras.layers.BatchNormalization(
+        fused = fused_batchnorm and not synchronized_batchnorm
+        batchnorm = FusedBatchNormalization if fused else keras.layers.BatchNormalization
+        x = batchnorm(
             momentum=0.9,
             epsilon=1e-5,
             gamma_regularizer=reg,
