@@ -3,11 +3,14 @@
 python apps/train.py --flagfile=configs/cifar10.flags
 """
 
-from absl import app
+from absl import app, flags
 
 from ctkd_tf.train import train_and_evaluate
 
 import train_flags
+
+# --help and --helpshort list the shared training flags too, not only this file's.
+flags.adopt_module_key_flags(train_flags)
 
 
 def main(argv):

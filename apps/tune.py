@@ -9,6 +9,9 @@ from ctkd_tf.tune import TUNERS, SearchConfig, tune_and_evaluate
 
 import train_flags
 
+# --help and --helpshort list the shared training flags too, not only this file's.
+flags.adopt_module_key_flags(train_flags)
+
 _D = SearchConfig()
 
 _TUNER = flags.DEFINE_enum("tuner", _D.tuner, list(TUNERS), "KerasTuner tuner.")

@@ -12,8 +12,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     steps on CPUs. On the TensorFlow backend this layer uses `FusedBatchNormV3`
     instead (one op forward, one backward; oneDNN's kernel where it is on) for
     4-D channels-last inputs, with the same maths: batch statistics of the
-    inputs, the biased variance, and Keras's moving-average update. Everything
-    else (inference, masks, batch renormalisation, statistics synchronised
+    inputs, the biased variance, and Keras's moving-average update (equal to
+    Keras's layer within float rounding, not bit for bit). Everything else
+    (inference, masks, batch renormalisation, statistics synchronised
     across replicas, other ranks and axes, other backends) is Keras's own code.
 
     It saves as `keras.layers.BatchNormalization` (same configuration and
@@ -21,9 +22,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     deployment needs no `ctkd_tf`.
     """
 
-    def _fusable(self, inputs, mask):
+    def _fusable(self, inputs, training, mask):
         return (
-            mask is None
+            training
+            and self.trainable
+            and mask is None
             and not self.synchronized
             and not self.renorm
             and keras.backend.backend() == "tensorflow"
@@ -32,9 +35,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
+        if not self._fusable(inputs, training, mask):
+            # Inference too: a saved model then predicts bit for bit what this one does.
             return super().call(inputs, training=training, mask=mask)
-        training = bool(training and self.trainable)
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else tf.ones([channels])
         offset = self.beta if self.center else tf.zeros([channels])
@@ -44,21 +47,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             x=x,
             scale=tf.cast(scale, tf.float32),
             offset=tf.cast(offset, tf.float32),
-            mean=tf.zeros([0]) if training else tf.cast(self.moving_mean, tf.float32),
-            variance=tf.zeros([0]) if training else tf.cast(self.moving_variance, tf.float32),
+            mean=tf.zeros([0]),
+            variance=tf.zeros([0]),
             epsilon=self.epsilon,
             exponential_avg_factor=1.0,
             data_format="NHWC",
-            is_training=training,
+            is_training=True,
         )
-        if training:
-            # The op returns the unbiased variance for running averages; Keras
-            # averages the biased one, with which the batch was normalised.
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-            variance = variance * tf.maximum(count - 1.0, 0.0) / count
-            momentum = self.momentum
-            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-            self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        # The op returns the unbiased variance for running averages; Keras
+        # averages the biased one, with which the batch was normalised.
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        variance = variance * tf.maximum(count - 1.0, 0.0) / count
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
         return tf.cast(outputs, self.compute_dtype)
 
 

@@ -69,6 +69,13 @@ def test_uses_the_fused_op_in_training():
     assert "Mean" not in op_types  # Keras's unfused moments
 
 
+def test_inference_is_keras_bit_for_bit():
+    """A saved model, loaded as Keras's layer, predicts exactly what the trained one did."""
+    fused, plain = pair((2, 3, 3, 4))
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype("float32")
+    np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+
+
 def test_falls_back_to_keras_for_other_ranks_and_frozen_layers():
     x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
     fused, plain = pair((8, 5))
