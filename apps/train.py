@@ -18,7 +18,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = train_flags.config_from_flags()
     train_flags.write_flags(config.model_dir)
-    train_and_evaluate(config)
+    with train_flags.exit_when_data_unavailable():
+        train_and_evaluate(config)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The training flags, shared by apps/train.py and apps/tune.py, and their TrainConfig."""
 
+import contextlib
 import dataclasses
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -127,3 +129,12 @@ def write_flags(model_dir):
             if serialized:
                 file.write(serialized + "\n")
     logging.info("Flags written to %s", path)
+
+
+@contextlib.contextmanager
+def exit_when_data_unavailable():
+    """Ends the app with the message alone, no traceback, when a data set cannot be had."""
+    try:
+        yield
+    except data.DatasetUnavailableError as error:
+        sys.exit(f"Error: {error}")

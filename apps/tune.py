@@ -66,7 +66,8 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     train_flags.write_flags(config.model_dir)
-    tune_and_evaluate(config, search)
+    with train_flags.exit_when_data_unavailable():
+        tune_and_evaluate(config, search)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ import functools
 import os
 
 import numpy as np
+import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ctkd_tf import tiny_imagenet  # noqa: F401  (registers the `tiny_imagenet` builder)
+from ctkd_tf import tiny_imagenet  # registers the `tiny_imagenet` builder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,18 @@ CACHE_LIMIT_BYTES = 4 << 30  # decoded images up to this size are cached in memo
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SHUFFLE_WINDOW = 50_000  # examples shuffled together (a whole CIFAR training set)
 STATISTICS_SAMPLE = 5000  # images an image folder's mean and std are measured on
+
+
+# What TFDS raises when it cannot fetch a data set's archives (offline, blocked, corrupted).
+_DOWNLOAD_ERRORS = (
+    requests.exceptions.RequestException,
+    tfds.download.DownloadError,
+    tfds.core.download.download_manager.NonMatchingChecksumError,
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS data set that is not prepared and could not be downloaded; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +102,8 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
     Raises:
         ValueError: for an unknown data set or split, a bad image folder, a batch
             size larger than a training split, or a mismatch with `num_classes`.
+        DatasetUnavailableError: when TFDS cannot download the data set (offline,
+            for example); its message names the ways out.
     """
     if name not in RECIPES:
         raise ValueError(f"Unknown data set {name!r}; known: {', '.join(RECIPES)}.")
@@ -194,9 +209,12 @@ def _check_splits(name, split, available):
 
 def _tfds(name, split, data_dir, recipe):
     _check_splits(name, split, recipe.splits)
-    dataset, builder_info = tfds.load(
-        name, split=split, data_dir=data_dir, as_supervised=True, with_info=True, shuffle_files=False
-    )
+    try:
+        dataset, builder_info = tfds.load(
+            name, split=split, data_dir=data_dir, as_supervised=True, with_info=True, shuffle_files=False
+        )
+    except _DOWNLOAD_ERRORS as error:
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, error)) from error
     labels = builder_info.features["label"]
     info = DatasetInfo(
         name=name,
@@ -209,6 +227,26 @@ def _tfds(name, split, data_dir, recipe):
         std=recipe.std,
     )
     return dataset.map(lambda image, label: (image, tf.cast(label, tf.int32))), info
+
+
+def _unavailable_message(name, data_dir, error):
+    builder = tfds.builder(name, data_dir=data_dir)
+    archives = {info.filename: url for url, info in (builder.url_infos or {}).items()}
+    if name == "tiny_imagenet":
+        archives = {tiny_imagenet.ARCHIVE: tiny_imagenet.URL}
+    manual = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), "downloads", "manual")
+    cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (
+        f"TFDS could not download the {name} data set: {type(error).__name__}: {cause[:300]}\n"
+        "Is this machine offline? Two ways out:\n"
+        f"  1. Download {', '.join(archives) or 'its archives'} elsewhere "
+        f"({', '.join(archives.values()) or 'see the TFDS catalogue'}) and put "
+        f"{'them' if len(archives) > 1 else 'it'} in TFDS's manual directory, {manual}/ "
+        "(under --data_dir when you pass one); the next run prepares the data set from there.\n"
+        "  2. Train on images you have: --dataset=image_folder --data_dir=<root> with "
+        "<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg (in Python: "
+        "build_dataset('image_folder', ..., data_dir=root))."
+    )
 
 
 def _count(dataset):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-_ARCHIVE = "tiny-imagenet-200.zip"
-_URL = "http://cs231n.stanford.edu/" + _ARCHIVE
+ARCHIVE = "tiny-imagenet-200.zip"
+URL = "http://cs231n.stanford.edu/" + ARCHIVE
 # The 200 WordNet ids of the official `wnids.txt`, sorted: the class names.
 _WNIDS = (Path(__file__).with_name("tiny_imagenet_wnids.txt")).read_text().split()
 
@@ -22,9 +22,9 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-    Optional: place the official archive `{_ARCHIVE}` in `manual_dir`
+    Optional: place the official archive `{ARCHIVE}` in `manual_dir`
     (`~/tensorflow_datasets/downloads/manual/` by default); without it the archive
-    is downloaded from {_URL}.
+    is downloaded from {URL}.
     """
 
     def _info(self):
@@ -49,9 +49,9 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
     def _extract(self, dl_manager):
         manual = getattr(dl_manager, "_manual_dir", None)
-        if manual is not None and (Path(manual) / _ARCHIVE).exists():
-            return Path(dl_manager.extract(Path(manual) / _ARCHIVE))
-        return Path(dl_manager.download_and_extract(_URL))
+        if manual is not None and (Path(manual) / ARCHIVE).exists():
+            return Path(dl_manager.extract(Path(manual) / ARCHIVE))
+        return Path(dl_manager.download_and_extract(URL))
 
     def _generate_examples(self, root, split):
         if split == "train":

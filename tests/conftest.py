@@ -108,3 +108,14 @@ def batch():
     x = rng.normal(size=(8, *IMAGE_SHAPE)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, size=(8,)).astype("int64")
     return x, y
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every HTTP request fails as on a machine without internet, at once (no retries)."""
+    import requests
+
+    def refuse(self, request, **kwargs):
+        raise requests.exceptions.ConnectionError(f"Failed to resolve {request.url.split('/')[2]!r}")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)

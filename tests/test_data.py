@@ -268,3 +268,16 @@ def test_training_pipeline_under_a_global_seed(tmp_path):
     first = unbatch(dataset)[1]
     info.epoch.assign(0)
     np.testing.assert_array_equal(unbatch(dataset)[1], first)
+
+
+@pytest.mark.parametrize(
+    "name, archive", [("cifar10", "cifar-10-binary.tar.gz"), ("tiny_imagenet", "tiny-imagenet-200.zip")]
+)
+def test_offline_download_raises_one_clear_error(tmp_path, offline, name, archive):
+    with pytest.raises(data.DatasetUnavailableError) as raised:
+        data.build_dataset(name, "train", 8, True, data_dir=str(tmp_path))
+    message = str(raised.value)
+    assert f"could not download the {name} data set" in message
+    assert "ConnectionError" in message and "Failed to resolve" in message  # the cause
+    assert archive in message and str(tmp_path / "downloads" / "manual") in message
+    assert "--dataset=image_folder --data_dir=" in message

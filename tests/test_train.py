@@ -3,6 +3,8 @@
 import dataclasses
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +50,30 @@ def tags(run_dir, kind):
         accumulator.Reload()
         tags |= set(accumulator.Tags()[kind])
     return tags
+
+
+def test_offline_data_set_exits_with_the_message_alone(app, tmp_path, monkeypatch, offline):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exited:
+        run_app(app, f"--model_dir={tmp_path / 'run'}", "--dataset=cifar10", f"--data_dir={tmp_path}")
+    message = str(exited.value.code)  # a string code: printed to stderr, exit status 1
+    assert message.startswith("Error: TFDS could not download the cifar10 data set")
+    assert "--dataset=image_folder" in message and "manual directory" in message
+
+
+def test_help_lists_the_apps_own_flags_with_defaults():
+    for script, flag in (("train.py", "--hint_weight"), ("tune.py", "--max_trials")):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "apps" / script), "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            check=False,
+        )
+        # absl's --help exits with status 1 after printing.
+        assert f"{flag}:" in done.stdout, done.stderr[-2000:] and "(default: " in done.stdout
+        assert "--attention_weight:" in done.stdout  # the shared training flags, in tune.py too
+        assert "--tfds_" not in done.stdout and "--xla_" not in done.stdout  # not every library's
 
 
 def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
