@@ -1,17 +1,26 @@
-"""Images per second of the CTKD training step and of its parts, measured in one process.
+"""Images per second of the CTKD training step and of its parts, against this CPU's limit.
 
-Run: python bench/throughput.py [--precision=float32|mixed_bfloat16] [--jit_compile] [--steps=10]
+Run: python bench/throughput.py [--processes=5] [--precision=float32|mixed_bfloat16]
+     [--jit_compile] [--keras_batchnorm] [--steps=16]
 
-The parts are measured the same way: the student's training step, the scratch teacher's
-training step and the expert's inference, each alone. Their rates predict the CTKD
-step's rate as 1 / (1/student + 1/scratch + 1/expert); a ratio >= 1 means the joint step
-costs no more than its parts. Also the plain-KD step and the student-only step, and the
-process's peak memory. Synthetic data, so the input pipeline is not measured (see
-input_pipeline.py).
+First the machine's measured fp32 matrix-multiply peak (GFLOP/s), and the step's
+physical limit: that peak over the step's arithmetic (forward and backward of the
+student and the scratch teacher, forward of the expert, counted from the networks'
+convolutions and dense layers). Then the CTKD step in `--processes` fresh processes
+(the speed of one process is not the speed of the next: report all), with its share of
+the limit. Then, in this process, the parts: the student's training step, the scratch
+teacher's training step and the expert's inference; their rates predict the CTKD
+step's as 1 / (1/student + 1/scratch + 1/expert) (a ratio >= 1 means the joint step
+costs no more than its parts); the plain-KD step; the peak memory. Synthetic data, so
+the input pipeline is not measured (see input_pipeline.py). `--keras_batchnorm` builds
+the networks with Keras's own batch norm (the figures before the fused one).
 """
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import time
 
 import ctkd_tf  # before TensorFlow: it picks TensorFlow's CPU kernels (ctkd_tf/__init__.py)
@@ -36,59 +45,147 @@ def rate(step, batch_size, steps, warmup=2):
     return batch_size * steps / (time.perf_counter() - start)
 
 
+def matmul_peak(size=2048, repeats=20, rounds=5):
+    """The best of `rounds` fp32 matrix-multiply rates, in GFLOP/s (TensorFlow's kernel)."""
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+    product = tf.function(tf.matmul)
+    product(a, b).numpy()
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = product(a, b)
+        result.numpy()
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def forward_flops(model):
+    """Floating-point operations of one image's forward pass through convolutions and dense layers."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels = layer.output.shape
+            kernel = int(np.prod(layer.kernel.shape))  # kh * kw * in * out
+            flops += 2 * height * width * kernel
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * int(np.prod(layer.kernel.shape))
+    return flops
+
+
+class Bench:
+    """The networks and data of the measurements."""
+
+    def __init__(self, args):
+        self.args = args
+        keras.mixed_precision.set_dtype_policy(args.precision)
+        keras.utils.set_random_seed(0)
+        self.shape, self.classes = (32, 32, 3), 10
+        rng = np.random.default_rng(0)
+        self.x = tf.constant(rng.normal(size=(args.batch_size, *self.shape)).astype("float32"))
+        self.y = tf.constant(rng.integers(0, self.classes, size=args.batch_size))
+
+    def net(self, name, role):
+        return ctkd_tf.models.get(
+            name,
+            self.classes,
+            self.shape,
+            weight_decay=5e-4,
+            fused_batchnorm=not self.args.keras_batchnorm,
+            name=role,
+        )
+
+    def ctkd(self):
+        args = self.args
+        return ctkd_tf.CTKD(
+            self.net(args.student, "student"),
+            self.net(args.teacher, "scratch"),
+            self.net(args.teacher, "expert"),
+        )
+
+    def train_step(self, model, **compile_args):
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            jit_compile=self.args.jit_compile,
+            **compile_args,
+        )
+        return lambda: model.train_on_batch(self.x, self.y)
+
+    def rate(self, step):
+        return rate(step, self.args.batch_size, self.args.steps)
+
+
+def step_flops(model):
+    """FLOPs per image of a CTKD step: 3 forward passes' worth for each trained network, 1 for the expert."""
+    trained = [model.student, model.scratch_teacher]
+    return 3 * sum(forward_flops(net) for net in trained) + forward_flops(model.expert_teacher)
+
+
+def ctkd_in_fresh_processes(args):
+    """The CTKD step's images/s, each measured in a new Python process."""
+    command = [sys.executable, __file__, "--ctkd_only", *sys.argv[1:]]
+    rates = []
+    for _ in range(args.processes):
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rates.append(json.loads(done.stdout.strip().splitlines()[-1])["ctkd"])
+    return rates
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"]
     )
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--keras_batchnorm", action="store_true", help="Keras's unfused batch norm")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=5, help="fresh processes timing the CTKD step")
     parser.add_argument("--student", default="wrn16_1")
     parser.add_argument("--teacher", default="wrn40_1")
+    parser.add_argument("--ctkd_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    keras.mixed_precision.set_dtype_policy(args.precision)
-    keras.utils.set_random_seed(0)
-    shape, classes = (32, 32, 3), 10
-    x = tf.constant(np.random.default_rng(0).normal(size=(args.batch_size, *shape)).astype("float32"))
-    y = tf.constant(np.random.default_rng(1).integers(0, classes, size=args.batch_size))
+    bench = Bench(args)
+    if args.ctkd_only:  # one of the fresh processes
+        print(json.dumps({"ctkd": bench.rate(bench.train_step(bench.ctkd()))}))
+        return
 
-    def net(name, role):
-        return ctkd_tf.models.get(name, classes, shape, weight_decay=5e-4, name=role)
-
-    def train_step(model, **compile_args):
-        model.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=args.jit_compile, **compile_args
-        )
-        return lambda: model.train_on_batch(x, y)
-
-    expert = net(args.teacher, "expert")
+    peak = matmul_peak()
+    fresh = ctkd_in_fresh_processes(args)
+    ctkd = bench.ctkd()
+    flops = step_flops(ctkd)
+    limit = peak * 1e9 / flops
+    expert = ctkd.expert_teacher
     infer = tf.function(lambda images: expert(images, training=False), jit_compile=args.jit_compile)
     rates = {
-        "student step": rate(
-            train_step(ctkd_tf.CTKD(net(args.student, "student"))), args.batch_size, args.steps
+        "student step": bench.rate(bench.train_step(ctkd_tf.CTKD(bench.net(args.student, "student")))),
+        "scratch teacher step": bench.rate(
+            bench.train_step(ctkd_tf.CTKD(bench.net(args.teacher, "scratch")))
         ),
-        "scratch teacher step": rate(
-            train_step(ctkd_tf.CTKD(net(args.teacher, "scratch"))), args.batch_size, args.steps
+        "expert inference": bench.rate(lambda: infer(bench.x).numpy()),
+        "CTKD step": bench.rate(bench.train_step(ctkd)),
+        "KD step": bench.rate(
+            bench.train_step(
+                hinton_kd(bench.net(args.student, "student"), expert),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         ),
-        "expert inference": rate(lambda: infer(x).numpy(), args.batch_size, args.steps),
     }
-    ctkd = ctkd_tf.CTKD(net(args.student, "student"), net(args.teacher, "scratch"), expert)
-    rates["CTKD step"] = rate(train_step(ctkd), args.batch_size, args.steps)
-    kd = hinton_kd(net(args.student, "student"), expert)
-    rates["KD step"] = rate(
-        train_step(kd, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
-        args.batch_size,
-        args.steps,
-    )
     predicted = 1.0 / sum(
         1.0 / rates[part] for part in ("student step", "scratch teacher step", "expert inference")
     )
 
+    batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
     print(
         f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
-        f"{args.precision}{', XLA' if args.jit_compile else ''}\n  on {machine()}"
+        f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}\n  on {machine()}"
     )
+    print(f"  matmul peak (fp32)     {peak:8.1f} GFLOP/s")
+    print(f"  CTKD step arithmetic   {flops / 1e9:8.3f} GFLOP per image")
+    print(f"  limit (peak / work)    {limit:8.1f} images/s")
+    shares = ", ".join(f"{r:.1f} ({100 * r / limit:.0f} %)" for r in fresh)
+    print(f"  CTKD step, {len(fresh)} fresh processes: {shares} images/s (share of the limit)")
     for name, value in rates.items():
         print(f"  {name:22s} {value:8.1f} images/s")
     print(f"  {'parts predict':22s} {predicted:8.1f} images/s")

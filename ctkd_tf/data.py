@@ -261,7 +261,9 @@ def _image_folder(root, split):
         raise ValueError(f"image_folder needs data_dir, a folder holding one folder per split, got {root!r}.")
     available = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     _check_splits("The image folder " + root, split, available)
-    shapes = [_scan_split(root, name) for name in _split_names(split)]
+    statistics_split = "train" if "train" in available else available[0]
+    scans = {name: _scan_split(root, name) for name in {*_split_names(split), statistics_split}}
+    shapes = [scans[name][0] for name in _split_names(split)]
     if len(set(shapes)) > 1:
         raise ValueError(f"The splits of {root} hold images of different sizes: {sorted(set(shapes))}.")
     builder = tfds.ImageFolder(root)
@@ -277,7 +279,7 @@ def _image_folder(root, split):
         for name, start, end in slices
     ]
     dataset = functools.reduce(lambda a, b: a.concatenate(b), parts)
-    mean, std = _folder_statistics(root, "train" if "train" in available else available[0])
+    mean, std = _folder_statistics(root, statistics_split, scans[statistics_split][1])
     shape = shapes[0]
     info = DatasetInfo(
         name="image_folder",
@@ -292,39 +294,68 @@ def _image_folder(root, split):
     return dataset.map(lambda image, label: (tf.ensure_shape(image, shape), tf.cast(label, tf.int32))), info
 
 
-@functools.cache
+# What the folder scans found, kept across calls so that a folder is rescanned
+# cheaply: path -> ((size, modification time), image size); only new or changed
+# files are opened again.
+_SCANNED = {}
+_STATISTICS = {}  # (root, split, the split's files) -> (mean, std)
+
+
 def _scan_split(root, split):
-    """Checks one split folder and returns the one shape of its images."""
+    """Checks one split folder; returns the one shape of its images and a key of its files.
+
+    Every image is decoded once (a truncated or corrupt file is reported here, with
+    its path, rather than as an op error mid-training) and again only when its size
+    or modification time changes.
+    """
     folder = os.path.join(root, split)
     classes = sorted(c for c in os.listdir(folder) if os.path.isdir(os.path.join(folder, c)))
     if not classes:
         raise ValueError(f"{folder} has no class folders; expected {folder}/<class>/<image>.")
-    sizes = {}
+    sizes, files = {}, []
     for name in classes:
-        for file in sorted(os.listdir(os.path.join(folder, name))):
-            if file.startswith("."):
+        with os.scandir(os.path.join(folder, name)) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue  # hidden files such as .DS_Store
-            path = os.path.join(folder, name, file)
-            if not file.lower().endswith(IMAGE_SUFFIXES):
-                raise ValueError(f"{path} is not an image: expected {', '.join(IMAGE_SUFFIXES)} files.")
-            try:
-                with Image.open(path) as image:
-                    size = image.size
-            except OSError as error:
-                raise ValueError(f"{path} is not a readable image: {error}") from None
-            sizes.setdefault(size, path)
+            if not entry.name.lower().endswith(IMAGE_SUFFIXES):
+                raise ValueError(f"{entry.path} is not an image: expected {', '.join(IMAGE_SUFFIXES)} files.")
+            stat = entry.stat()
+            version = (stat.st_size, stat.st_mtime_ns)
+            files.append((entry.path, version))
+            known = _SCANNED.get(entry.path)
+            if known is None or known[0] != version:
+                known = _SCANNED[entry.path] = (version, _image_size(entry.path))
+            sizes.setdefault(known[1], entry.path)
     if not sizes:
         raise ValueError(f"{folder} has no images ({', '.join(IMAGE_SUFFIXES)}).")
     if len(sizes) > 1:
         examples = "; ".join(f"{path} is {w}x{h}" for (w, h), path in list(sizes.items())[:3])
         raise ValueError(f"{folder} mixes image sizes ({examples}); resize the images to one size.")
     (width, height), _ = sizes.popitem()
-    return (height, width, 3)
+    return (height, width, 3), tuple(files)
 
 
-@functools.cache
-def _folder_statistics(root, split):
-    """Per-channel mean and std of (a fixed sample of) an image folder's split."""
+def _image_size(path):
+    """`(width, height)` of an image file, decoded in full to check it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.size
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable image: {error}") from None
+
+
+def _folder_statistics(root, split, files):
+    """Per-channel mean and std of (a fixed sample of) an image folder's split, measured once per `files`."""
+    key = (root, split, files)
+    if key not in _STATISTICS:
+        _STATISTICS[key] = _measure_statistics(root, split)
+    return _STATISTICS[key]
+
+
+def _measure_statistics(root, split):
     dataset = tfds.ImageFolder(root).as_dataset(split=split, as_supervised=True)
     total, squares, pixels = np.zeros(3), np.zeros(3), 0
     for images, _ in dataset.take(STATISTICS_SAMPLE).batch(500).as_numpy_iterator():

@@ -77,19 +77,37 @@ def load(identifier):
     return keras.models.load_model(resolve(identifier))
 
 
+def portable_flags(flags, name):
+    """A run's flags without the paths of the machine it ran on, for a card.
+
+    Args:
+        flags: `--name=value` strings, as `flags.txt` holds them.
+        name: the expert's registry name.
+    """
+    placeholders = {"--data_dir": "<data_dir>", "--model_dir": f"runs/{name}"}
+    portable = []
+    for flag in flags:
+        key = flag.split("=", 1)[0]
+        portable.append(f"{key}={placeholders[key]}" if key in placeholders else flag)
+    return portable
+
+
 def ship(run_dir, name, data_note="", weights_dir=None):
     """Registers the student of a finished `--method=student` run as an expert.
 
     Copies `run_dir/student.keras` to `weights_dir/<name>.keras` (the package's
     registry by default) and writes its card: the network, classes and normalisation
-    it expects, the flags that trained it, its accuracy from `results.json`, the
-    machine, the versions and the file's sha256. Its data must be at hand: the card
-    records the normalisation measured on it.
+    it expects, the command and flags that trained it (without the paths of this
+    machine: `--data_dir` and `--model_dir` become `<data_dir>` and `runs/<name>`),
+    its accuracy from `results.json`, the machine, the versions and the file's
+    sha256. Its data must be at hand: the card records the normalisation measured on
+    it.
 
     Args:
         run_dir: the `--model_dir` of a finished `apps/train.py --method=student` run.
         name: the registry name, for example `"cifar10_wrn40_1"`.
-        data_note: what the training images were, for the card.
+        data_note: what the training images were, named by their public source
+            (the card's `data`; `<data_dir>` in its command stands for them).
         weights_dir: the registry folder; `WEIGHTS_DIR` by default.
 
     Returns:
@@ -113,6 +131,7 @@ def ship(run_dir, name, data_note="", weights_dir=None):
     target = weights_dir / f"{name}.keras"
     shutil.copyfile(run_dir / "student.keras", target)
     flags = run_dir / "flags.txt"
+    flags = portable_flags(flags.read_text().split(), name) if flags.exists() else None
     recipe = ("epochs", "batch_size", "learning_rate", "lr_schedule", "momentum", "weight_decay", "seed")
     card = {
         "name": name,
@@ -125,7 +144,8 @@ def ship(run_dir, name, data_note="", weights_dir=None):
         "mean": list(info.mean),
         "std": list(info.std),
         "recipe": {key: config[key] for key in recipe},
-        "flags": flags.read_text().split() if flags.exists() else None,  # written by apps/train.py
+        "command": " ".join(["python apps/train.py", *flags]) if flags else None,
+        "flags": flags,  # written by apps/train.py
         "test_split": results["eval_split"],
         "test_examples": results["eval_examples"],
         "test_accuracy": results["student_accuracy"],

@@ -281,3 +281,30 @@ def test_offline_download_raises_one_clear_error(tmp_path, offline, name, archiv
     assert "ConnectionError" in message and "Failed to resolve" in message  # the cause
     assert archive in message and str(tmp_path / "downloads" / "manual") in message
     assert "--dataset=image_folder --data_dir=" in message
+
+
+def test_image_folder_changed_between_calls_is_checked_again(tmp_path, monkeypatch):
+    """No stale scan: what changed since the last call is decoded again, and only that."""
+    write_image_folder(tmp_path, {"train": {"cat": 3, "dog": 2}, "test": {"cat": 1, "dog": 1}}, suffix=".jpg")
+    opened = []
+    real = data._image_size
+    monkeypatch.setattr(data, "_image_size", lambda path: opened.append(path) or real(path))
+    _, info = data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    assert info.num_examples == 5 and len(opened) == 5
+    opened.clear()
+    data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    assert opened == []  # nothing changed: nothing decoded again
+
+    added = tmp_path / "train" / "dog" / "9.jpg"
+    added.write_bytes((tmp_path / "train" / "dog" / "0.jpg").read_bytes())
+    _, info = data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    assert info.num_examples == 6 and opened == [str(added)]
+
+    # A file broken in place (same name, truncated) is found on the next call, by path.
+    broken = tmp_path / "train" / "cat" / "1.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cat/1\.jpg is not a readable image"):
+        data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    broken.unlink()
+    _, info = data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    assert info.num_examples == 5

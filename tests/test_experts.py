@@ -67,12 +67,26 @@ def test_ship_registers_a_trained_run(tmp_path):
     assert json.loads((tmp_path / "weights" / "mine.json").read_text()) == card
     assert card["test_accuracy"] == result["student_accuracy"] and card["class_names"] == ["a", "b"]
     assert card["recipe"]["epochs"] == 1 and card["flags"] is None  # flags.txt comes from apps/train.py
+    (tmp_path / "run" / "flags.txt").write_text(
+        f"--data_dir={run.data_dir}\n--model_dir={run.model_dir}\n--epochs=1\n"
+    )
+    card = experts.ship(run.model_dir, "mine", "tiny images", weights_dir=tmp_path / "weights")
+    assert card["flags"] == ["--data_dir=<data_dir>", "--model_dir=runs/mine", "--epochs=1"]
+    assert card["command"] == "python apps/train.py " + " ".join(card["flags"])
     assert experts.sha256(shipped) == experts.sha256(tmp_path / "run" / "student.keras")
     (tmp_path / "rl").mkdir()
     (tmp_path / "rl" / "config.json").write_text(json.dumps({"method": "rl"}))
     (tmp_path / "rl" / "results.json").write_text("{}")
     with pytest.raises(ValueError, match="is a --method=rl run"):
         experts.ship(tmp_path / "rl", "x", weights_dir=tmp_path / "w")
+
+
+@pytest.mark.parametrize("name", experts.names())
+def test_shipped_cards_hold_no_paths_of_the_machine_they_were_made_on(name):
+    text = json.dumps(experts.card(name))
+    for path in ("/tmp", "/work", "/home", "/root", "../shared"):
+        assert path not in text, f"{name}'s card names {path}"
+    assert experts.card(name)["command"].startswith("python apps/train.py ")
 
 
 def test_shipped_cifar10_expert_matches_its_card():
