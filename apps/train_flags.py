@@ -69,7 +69,9 @@ _MOMENTUM = flags.DEFINE_float("momentum", _D.momentum, "SGD momentum.", lower_b
 _WD = flags.DEFINE_float("weight_decay", _D.weight_decay, "PyTorch-style weight decay (L2).", lower_bound=0)
 _MODEL_DIR = flags.DEFINE_string("model_dir", _D.model_dir, "Where everything of the run goes.")
 _SEED = flags.DEFINE_integer("seed", _D.seed, "Seed of initialisation, shuffling and augmentation.")
-_DETERMINISTIC = flags.DEFINE_bool("deterministic", _D.deterministic, "Deterministic ops (slower).")
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic", _D.deterministic, "Bit-identical reruns: deterministic ops, one thread per op (slower)."
+)
 _STRATEGY = flags.DEFINE_enum("strategy", _D.strategy, list(distribute.STRATEGIES), "tf.distribute strategy.")
 _NUM_GPUS = flags.DEFINE_integer("num_gpus", _D.num_gpus, "Use at most this many GPUs.", lower_bound=0)
 _SYNC_BN = flags.DEFINE_bool(

@@ -1,6 +1,9 @@
 """Keras callbacks of the training loop: data epochs, hint warm-up, NaN guard, learning rate, images."""
 
+import csv
+import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -59,10 +62,14 @@ class HintWarmup(keras.callbacks.Callback):
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's `BackupAndRestore`, written by the chief only, restored by every worker.
+    """Keras's `BackupAndRestore`, safe to kill at any moment, written by the chief only.
 
-    The workers of a synchronous run hold the same weights; one backup is enough, and
-    several processes writing one file would corrupt it.
+    Each epoch's weights go to a new file, `epoch<N>.weights.h5`; the checkpoint
+    changes only when `training_metadata.json`, naming that file and the epoch, is
+    replaced (an atomic rename). A process killed at any point, even with SIGKILL
+    while writing, leaves the previous checkpoint whole, and a rerun resumes from
+    it. The workers of a synchronous run hold the same weights; one backup is
+    enough, and several processes writing one file would corrupt it.
 
     Args:
         backup_dir: the backup folder, shared by the workers.
@@ -76,6 +83,51 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         if self.chief:
             super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch{self._current_epoch}.weights.h5"
+        partial = os.path.join(self.backup_dir, f"partial.{name}")
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, os.path.join(self.backup_dir, name))
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        with open(f"{self._training_metadata_path}.partial", "w") as file:
+            json.dump(metadata, file)
+        os.replace(f"{self._training_metadata_path}.partial", self._training_metadata_path)  # the commit
+        for old in os.listdir(self.backup_dir):
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.backup_dir, old))
+
+    def _load_model(self):
+        metadata = checkpoint_metadata(self.backup_dir)
+        # Checkpoints written before the atomic scheme keep Keras's file name.
+        self._weights_path = os.path.join(self.backup_dir, metadata.get("weights", "latest.weights.h5"))
+        super()._load_model()
+
+
+def checkpoint_metadata(backup_dir):
+    """The committed checkpoint of `backup_dir`: `{"epoch": completed epochs, "weights": file}`, or {}."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        return json.load(file)
+
+
+def trim_log(path, epochs):
+    """Keeps the rows of the first `epochs` epochs of a `CSVLogger` file, dropping those a resume redoes."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return
+    epoch = rows[0].index("epoch")
+    kept = [rows[0], *(row for row in rows[1:] if row and int(row[epoch]) < epochs)]
+    if len(kept) < len(rows):
+        with open(f"{path}.partial", "w", newline="") as file:
+            csv.writer(file).writerows(kept)
+        os.replace(f"{path}.partial", path)
 
 
 class NaNGuard(keras.callbacks.Callback):

@@ -57,3 +57,25 @@ def warn_if_onednn_missing(user_choice, stacklevel=3):
         PerformanceWarning,
         stacklevel=stacklevel,
     )
+
+
+def pin_threads():
+    """Runs each op on one thread, one op at a time: what bit-identical reruns need.
+
+    With several threads, runs of the full-size CTKD networks drift apart in the last
+    bits from the first steps (measured: docs/RESULTS.md), although each op is
+    deterministic; one thread each costs about a third of the speed on 2 cores.
+    TensorFlow takes these settings only before it starts its runtime.
+
+    Returns:
+        Whether TensorFlow now runs single-threaded (False: it had started already).
+    """
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(1)
+        threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    return threading.get_intra_op_parallelism_threads() == threading.get_inter_op_parallelism_threads() == 1

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf import data, distribute, experts, export, models
+from ctkd_tf import data, distribute, experts, export, kernels, models
 from ctkd_tf.ctkd import ATTENTION_TARGETS, CTKD, HINT_LOSSES
 from ctkd_tf.distiller import hinton_kd
 
@@ -204,7 +204,7 @@ def _train_and_evaluate(config, callbacks):
         results["scratch_accuracy"] = float(final["scratch_accuracy"])
     if expert is not None:
         results["expert_accuracy"] = accuracy(expert, stage.eval_ds)
-    student.save(os.path.join(out, "student.keras"))
+    save(student, os.path.join(out, "student.keras"))
     if config.export:
         representative = None
         if config.tflite_quantize:
@@ -261,6 +261,12 @@ class Stage:
 
     def __init__(self, config, train_split=None, eval_split=None):
         self.config = config
+        if config.deterministic and not kernels.pin_threads():
+            logging.warning(
+                "deterministic: TensorFlow had started before this run, so it could not be set to "
+                "one thread per op; full-size networks may then differ in the last bits between "
+                "processes. Run in a fresh process (as apps/train.py does) for bit-identical reruns."
+            )
         self.strategy = strategy = distribute.make_strategy(config.strategy, config.num_gpus)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
@@ -385,17 +391,20 @@ class Stage:
         workdir = os.path.join(self.out, stage_dir)
         os.makedirs(workdir, exist_ok=True)
         chief = distribute.is_chief(self.strategy)
+        backup_dir = os.path.join(self.config.model_dir, stage_dir, "checkpoints")
+        log = os.path.join(workdir, "log.csv")
+        # Rows of epochs after the checkpoint are written again when the resume redoes them.
+        ctkd_callbacks.trim_log(log, ctkd_callbacks.checkpoint_metadata(backup_dir).get("epoch", 0))
         all_callbacks = [
-            ctkd_callbacks.BackupAndRestore(
-                os.path.join(self.config.model_dir, stage_dir, "checkpoints"), chief=chief
-            ),
             ctkd_callbacks.DataEpoch(self.train_info.epoch),
             ctkd_callbacks.NaNGuard(),
             ctkd_callbacks.LearningRateLogger(),
             *self.loss_schedules(model),
-            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True),
+            keras.callbacks.CSVLogger(log, append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
             *callbacks,
+            # Last: an epoch is committed once everything else has recorded it.
+            ctkd_callbacks.BackupAndRestore(backup_dir, chief=chief),
         ]
         return model.fit(
             self.train_ds,
@@ -430,8 +439,15 @@ class Stage:
                 optimizer=self.optimizer(config.expert_epochs, config.learning_rate), **self.compile_options()
             )
         self.fit(model, "expert", config.expert_epochs)
-        expert.save(path)
+        save(expert, path)
         return expert
+
+
+def save(model, path):
+    """`model.save(path)`, atomically: a process killed meanwhile leaves no half-written file."""
+    partial = os.path.join(os.path.dirname(path), f"partial.{os.path.basename(path)}")
+    model.save(partial)
+    os.replace(partial, path)
 
 
 def accuracy(model, dataset):

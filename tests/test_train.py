@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
+from ctkd_tf import callbacks as ctkd_callbacks
 from ctkd_tf import export, train
 
 from conftest import tiny_train_config
@@ -162,7 +163,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     config = tiny_config(tmp_path, epochs=1, method="student")
     train.train_and_evaluate(config)
-    checkpoint = Path(config.model_dir) / "checkpoints" / "latest.weights.h5"
+    backup = Path(config.model_dir) / "checkpoints"
+    checkpoint = backup / ctkd_callbacks.checkpoint_metadata(backup)["weights"]
     saved = checkpoint.read_bytes()
     diverging = dataclasses.replace(config, epochs=2, learning_rate=1e30, lr_boundaries=())
     with pytest.raises(FloatingPointError, match="loss became (nan|inf).*last completed epoch is kept"):
