@@ -1,9 +1,12 @@
 """Where the training step's time goes: a TensorFlow profile and the convolution kernels.
 
-Run: python bench/profile_step.py [--network=wrn40_1] [--steps=5] [--logdir=/tmp/ctkd_profile]
+Run: python bench/profile_step.py [--network=wrn40_1 | --ctkd] [--steps=5] [--logdir=/tmp/ctkd_profile]
 
 1. Profiles `--steps` training steps of one network (batch 128, SGD, weight decay, no
-   XLA) with the TensorFlow profiler and prints the self time per op type. The trace
+   XLA), or with `--ctkd` of the CTKD step (WRN-16-1 student, `--network` as scratch
+   teacher and expert), with the TensorFlow profiler and prints the self time per op
+   type. Ops that run at the same time each count their own time: with
+   `TF_NUM_INTEROP_THREADS=1` they run one at a time and the sum is the step's time. The trace
    stays in --logdir for TensorBoard's Profile tab (`tensorboard --logdir=...`).
 2. Times the three kernels of one 3x3 convolution of the first group (128x32x32x16,
    16 -> 16 channels): forward, gradient with respect to the input, gradient with
@@ -27,16 +30,24 @@ import tensorflow as tf
 from common import machine
 
 
-def profile_op_types(network, batch_size, steps, logdir):
-    """Self time (ms per step) per op type of `network`'s training step, largest first."""
+def profile_op_types(network, batch_size, steps, logdir, ctkd=False):
+    """Self time (ms per step) per op type of `network`'s (or the CTKD step's) training step."""
     from xprof.convert import raw_to_tool_data
 
     shape, classes = (32, 32, 3), 10
-    model = ctkd_tf.models.get(network, classes, shape, weight_decay=5e-4)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+
+    def net(name, role):
+        return ctkd_tf.models.get(name, classes, shape, weight_decay=5e-4, name=role)
+
+    if ctkd:
+        model = ctkd_tf.CTKD(net("wrn16_1", "student"), net(network, "scratch"), net(network, "expert"))
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    else:
+        model = net(network, network)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, *shape)).astype("float32")
     y = rng.integers(0, classes, size=batch_size)
@@ -92,18 +103,21 @@ def conv_kernels(batch_size, jit_compile, repeats=20):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="wrn40_1", choices=ctkd_tf.models.names())
+    parser.add_argument("--ctkd", action="store_true", help="the CTKD step (wrn16_1 student)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--logdir", default="/tmp/ctkd_profile")
     args = parser.parse_args()
 
-    seconds, self_time = profile_op_types(args.network, args.batch_size, args.steps, args.logdir)
+    seconds, self_time = profile_op_types(args.network, args.batch_size, args.steps, args.logdir, args.ctkd)
     total = sum(self_time.values())
+    step = f"CTKD (wrn16_1 student, {args.network} teachers)" if args.ctkd else args.network
     print(
-        f"{args.network} training step, batch {args.batch_size}, float32, no XLA: "
+        f"{step} training step, batch {args.batch_size}, float32, no XLA: "
         f"{args.batch_size / seconds:.1f} images/s while profiled; trace in {args.logdir}\n  on {machine()}"
     )
+    print(f"  wall time {1e3 * seconds:.0f} ms per step, self times summed {total:.0f} ms")
     print(f"  {'op type':28s} {'ms/step':>9s} {'share':>6s}  (self time summed over threads)")
     for op_type, ms in self_time.most_common(args.top):
         print(f"  {op_type:28s} {ms:9.1f} {100 * ms / total:5.1f}%")

@@ -18,6 +18,7 @@ the networks with Keras's own batch norm (the figures before the fused one).
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -46,7 +47,11 @@ def rate(step, batch_size, steps, warmup=2):
 
 
 def matmul_peak(size=2048, repeats=20, rounds=5):
-    """The best of `rounds` fp32 matrix-multiply rates, in GFLOP/s (TensorFlow's kernel)."""
+    """The best of `rounds` fp32 matrix-multiply rates, in GFLOP/s (TensorFlow's kernel).
+
+    It runs on the process's intra-op threads: with fewer than the cores, it is not the
+    machine's peak.
+    """
     a = tf.random.normal([size, size])
     b = tf.random.normal([size, size])
     product = tf.function(tf.matmul)
@@ -144,6 +149,7 @@ def main():
     parser.add_argument("--processes", type=int, default=5, help="fresh processes timing the CTKD step")
     parser.add_argument("--student", default="wrn16_1")
     parser.add_argument("--teacher", default="wrn40_1")
+    parser.add_argument("--no_parts", action="store_true", help="only the CTKD step in fresh processes")
     parser.add_argument("--ctkd_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bench = Bench(args)
@@ -156,6 +162,20 @@ def main():
     ctkd = bench.ctkd()
     flops = step_flops(ctkd)
     limit = peak * 1e9 / flops
+    batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
+    print(
+        f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
+        f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}\n  on {machine()}\n"
+        f"  threads: intra-op {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}, "
+        f"inter-op {os.environ.get('TF_NUM_INTEROP_THREADS', 'default')}"
+    )
+    print(f"  matmul peak (fp32)     {peak:8.1f} GFLOP/s")
+    print(f"  CTKD step arithmetic   {flops / 1e9:8.3f} GFLOP per image")
+    print(f"  limit (peak / work)    {limit:8.1f} images/s")
+    shares = ", ".join(f"{r:.1f} ({100 * r / limit:.0f} %)" for r in fresh)
+    print(f"  CTKD step, {len(fresh)} fresh processes: {shares} images/s (share of the limit)")
+    if args.no_parts:
+        return
     expert = ctkd.expert_teacher
     infer = tf.function(lambda images: expert(images, training=False), jit_compile=args.jit_compile)
     rates = {
@@ -175,17 +195,6 @@ def main():
     predicted = 1.0 / sum(
         1.0 / rates[part] for part in ("student step", "scratch teacher step", "expert inference")
     )
-
-    batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
-    print(
-        f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
-        f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}\n  on {machine()}"
-    )
-    print(f"  matmul peak (fp32)     {peak:8.1f} GFLOP/s")
-    print(f"  CTKD step arithmetic   {flops / 1e9:8.3f} GFLOP per image")
-    print(f"  limit (peak / work)    {limit:8.1f} images/s")
-    shares = ", ".join(f"{r:.1f} ({100 * r / limit:.0f} %)" for r in fresh)
-    print(f"  CTKD step, {len(fresh)} fresh processes: {shares} images/s (share of the limit)")
     for name, value in rates.items():
         print(f"  {name:22s} {value:8.1f} images/s")
     print(f"  {'parts predict':22s} {predicted:8.1f} images/s")

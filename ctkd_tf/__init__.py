@@ -8,7 +8,7 @@ _ONEDNN_CHOICE = os.environ.get(kernels.ONEDNN_VARIABLE)
 # Before anything imports TensorFlow: it reads the kernel choice once, when it loads.
 _TENSORFLOW_FIRST = kernels.prefer_onednn()
 
-from ctkd_tf import callbacks, data, distribute, experts, export, losses, models, train, tune  # noqa: E402
+from ctkd_tf import batchnorm, callbacks, data, distribute, experts, export, losses, models, train, tune  # noqa: E402
 from ctkd_tf.ctkd import CTKD  # noqa: E402
 from ctkd_tf.distiller import Distiller, hinton_kd  # noqa: E402
 from ctkd_tf.losses import AttentionTransfer, KnowledgeDistillation  # noqa: E402
@@ -23,6 +23,7 @@ __all__ = [
     "CTKDHyperModel",
     "Distiller",
     "KnowledgeDistillation",
+    "batchnorm",
     "callbacks",
     "data",
     "distribute",
