@@ -27,6 +27,7 @@ setup(
         "absl-py",
         "tensorboard",
         "pillow",
+        "requests",  # data.py recognises TFDS's failed downloads by their exceptions
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
     extras_require={
