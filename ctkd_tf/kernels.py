@@ -60,11 +60,11 @@ def warn_if_onednn_missing(user_choice, stacklevel=3):
 
 
 def pin_threads():
-    """Runs each op on one thread, one op at a time: what bit-identical reruns need.
+    """Runs each op on one thread, one op at a time, for `--deterministic`.
 
-    With several threads, runs of the full-size CTKD networks drift apart in the last
-    bits from the first steps (measured: docs/RESULTS.md), although each op is
-    deterministic; one thread each costs about a third of the speed on 2 cores.
+    With several threads, runs of the full-size CTKD networks drift apart (about 1e-4
+    within two epochs; docs/RESULTS.md) although each op is deterministic; one thread
+    per op removes most of that, not all, and costs about 40 % of the speed on 2 cores.
     TensorFlow takes these settings only before it starts its runtime.
 
     Returns:
