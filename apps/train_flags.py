@@ -50,6 +50,17 @@ _EXPERT_KD = flags.DEFINE_float(
     "CTKD/AT: weight of an extra KD term from the expert's logits (at --kd_temperature); 0: the paper.",
     lower_bound=0,
 )
+_SCRATCH_KD = flags.DEFINE_float(
+    "scratch_kd_weight",
+    _D.scratch_kd_weight,
+    "CTKD: weight of a KD term from the expert's logits into the scratch teacher; 0: the paper.",
+    lower_bound=0,
+)
+_HINT_WHEN_CORRECT = flags.DEFINE_bool(
+    "hint_when_correct",
+    _D.hint_when_correct,
+    "The hint only on examples the scratch teacher gets right; off: the paper.",
+)
 _KD_T = flags.DEFINE_float("kd_temperature", _D.kd_temperature, "KD softmax temperature.", lower_bound=1e-6)
 _KD_ALPHA = flags.DEFINE_float("kd_alpha", _D.kd_alpha, "KD term weight.", lower_bound=0, upper_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", _D.epochs, "Training epochs.", lower_bound=1)

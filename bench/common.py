@@ -29,6 +29,21 @@ VARIANTS = {
     "at_kd": dict(method="at", expert_kd_weight=1.0),  # Attention Transfer's AT+KD, no scratch teacher
     "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
     "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
+    # Issue #15's attempts to make the collaboration pay, each on top of the recipe (both_kd)
+    # but the first, the reference code's placement of the expert's attention.
+    "scratch_kd": dict(method="ctkd", attention_target="scratch", expert_kd_weight=1.0),
+    "both_kd_warmup3": dict(
+        method="ctkd", attention_target="both", expert_kd_weight=1.0, hint_warmup_epochs=3
+    ),
+    "both_kd_kl3": dict(
+        method="ctkd", attention_target="both", expert_kd_weight=1.0, hint_loss="kl", hint_weight=3.0
+    ),
+    "both_kd_scratch_kd": dict(
+        method="ctkd", attention_target="both", expert_kd_weight=1.0, scratch_kd_weight=1.0
+    ),
+    "both_kd_correct": dict(
+        method="ctkd", attention_target="both", expert_kd_weight=1.0, hint_when_correct=True
+    ),
     # A weak expert: trained alone in the run itself, on the same images for the same epochs.
     "weak_expert": dict(method="ctkd", expert_weights=None),
 }
@@ -75,11 +90,12 @@ def machine():
     )
 
 
-def run_once(config, result_path):
+def run_once(config, result_path, **labels):
     """Trains `config` (a `TrainConfig`) unless `result_path` holds its results already.
 
-    Writes the results JSON, the config and the wall time included, so that an
-    interrupted series of runs resumes where it stopped. Returns the results.
+    Writes the results JSON, the config, the wall time and `labels` (which replace
+    results of the same name) included, so that an interrupted series of runs resumes
+    where it stopped. Returns the results.
     """
     result_path = Path(result_path)
     if result_path.exists():
@@ -90,8 +106,10 @@ def run_once(config, result_path):
 
     start = time.time()
     result = train.train_and_evaluate(config)
-    result.update(config=dataclasses.asdict(config), wall_time_s=round(time.time() - start, 1))
-    result_path.write_text(json.dumps(result, indent=2))
+    result.update(config=dataclasses.asdict(config), wall_time_s=round(time.time() - start, 1), **labels)
+    partial = result_path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=2))
+    os.replace(partial, result_path)  # a run killed while writing leaves no half a JSON
     keras.backend.clear_session()
     return result
 

@@ -92,6 +92,12 @@ class CTKD(keras.Model):
             `T = kd_temperature` (Attention Transfer's AT+KD); 0, the paper, leaves
             it out.
         kd_temperature: `T` of that term (> 0).
+        scratch_kd_weight: weight of a Hinton KD term from the expert's logits into
+            the scratch teacher (same form, at `kd_temperature`), so that the teacher
+            the student follows also learns from the expert; 0 (the paper) leaves it out.
+        hint_when_correct: apply the hint only to the examples the scratch teacher
+            classifies correctly (its top class is the label); the others add 0 to the
+            batch mean. False (the paper) applies it to every example.
         attention_weight: weight of the attention term; None means 1000 with an
             expert.
         name: the model's name.
@@ -115,6 +121,8 @@ class CTKD(keras.Model):
         hint_temperature=4.0,
         expert_kd_weight=0.0,
         kd_temperature=4.0,
+        scratch_kd_weight=0.0,
+        hint_when_correct=False,
         name="ctkd",
         **kwargs,
     ):
@@ -144,6 +152,17 @@ class CTKD(keras.Model):
             expert_kd_weight, 0.0, expert_teacher is not None, "expert_kd_weight", "expert_teacher"
         )
         self.kd_temperature = float(kd_temperature)
+        self.scratch_kd_weight = _resolve_weight(
+            scratch_kd_weight, 0.0, expert_teacher is not None, "scratch_kd_weight", "expert_teacher"
+        )
+        if self.scratch_kd_weight > 0 and scratch_teacher is None:
+            raise ValueError(
+                f"scratch_kd_weight={self.scratch_kd_weight} needs the scratch_teacher; "
+                "pass scratch_teacher= or scratch_kd_weight=0."
+            )
+        if hint_when_correct and scratch_teacher is None:
+            raise ValueError("hint_when_correct=True needs the scratch_teacher.")
+        self.hint_when_correct = bool(hint_when_correct)
         self.student = student
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
@@ -208,6 +227,8 @@ class CTKD(keras.Model):
             self._trackers["attention_loss"] = tracker(name="attention_loss")
         if self.expert_kd_weight > 0:
             self._trackers["expert_kd_loss"] = tracker(name="expert_kd_loss")
+        if self.scratch_kd_weight > 0:
+            self._trackers["scratch_kd_loss"] = tracker(name="scratch_kd_loss")
         self._trackers["student_accuracy"] = keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")
         if scratch_teacher is not None:
             self._trackers["scratch_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -329,6 +350,8 @@ class CTKD(keras.Model):
                 terms["hint_loss"] = losses.knowledge_distillation(
                     scratch_logits, student_logits, self.hint_temperature
                 )
+            if self.hint_when_correct:
+                terms["hint_loss"] *= losses.correct(y, scratch_logits)
             logits["scratch_accuracy"] = scratch_logits
         if self.expert_teacher is not None:
             expert_logits, *expert_features = self._expert_tap(x, training=False)
@@ -344,6 +367,10 @@ class CTKD(keras.Model):
                 terms["expert_kd_loss"] = losses.knowledge_distillation(
                     expert_logits, student_logits, self.kd_temperature
                 )
+            if self.scratch_kd_weight > 0:
+                terms["scratch_kd_loss"] = losses.knowledge_distillation(
+                    expert_logits, scratch_logits, self.kd_temperature
+                )
         total = terms["student_ce"]
         if self.scratch_teacher is not None:
             total += terms["scratch_ce"] + self._weight(self._hint_weight) * terms["hint_loss"]
@@ -351,6 +378,8 @@ class CTKD(keras.Model):
             total += self._weight(self._attention_weight) * terms["attention_loss"]
         if self.expert_kd_weight > 0:
             total += self.expert_kd_weight * terms["expert_kd_loss"]
+        if self.scratch_kd_weight > 0:
+            total += self.scratch_kd_weight * terms["scratch_kd_loss"]
         terms["loss"] = total
         return terms, logits
 
@@ -414,6 +443,8 @@ class CTKD(keras.Model):
                 "hint_temperature": self.hint_temperature,
                 "expert_kd_weight": self.expert_kd_weight,
                 "kd_temperature": self.kd_temperature,
+                "scratch_kd_weight": self.scratch_kd_weight,
+                "hint_when_correct": self.hint_when_correct,
             }
         )
         return config

@@ -16,6 +16,12 @@ def cross_entropy(labels, logits):
     )
 
 
+def correct(labels, logits):
+    """1.0 where the top class of `logits` is the integer label, else 0.0, per example (float32)."""
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    return tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+
+
 def attention_map(features):
     """The spatial attention map `a(A)` of Zagoruyko & Komodakis (2017).
 

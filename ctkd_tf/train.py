@@ -37,9 +37,10 @@ class TrainConfig:
 
     Attributes mirror the flags of `apps/train.py` (see `--helpfull`). A loss option of a
     teacher the method does not have is not used, so one recipe serves every method: the
-    hint's options need the scratch teacher (ctkd, rl); `attention_weight` and
-    `expert_kd_weight` the expert (ctkd, at; kd has `kd_alpha`); `attention_target` is
-    CTKD's choice (AT guides its only trained network, the student).
+    hint's options (`hint_when_correct` too) need the scratch teacher (ctkd, rl);
+    `attention_weight` and `expert_kd_weight` the expert (ctkd, at; kd has `kd_alpha`);
+    `attention_target` and `scratch_kd_weight` are CTKD's choices (AT guides its only
+    trained network, the student).
     """
 
     dataset: str = "cifar10"
@@ -59,6 +60,8 @@ class TrainConfig:
     hint_temperature: float = 4.0
     expert_kd_weight: float = 0.0
     kd_temperature: float = 4.0
+    scratch_kd_weight: float = 0.0
+    hint_when_correct: bool = False
     kd_alpha: float = 0.9
     epochs: int = 200
     expert_epochs: int = 200
@@ -94,6 +97,7 @@ class TrainConfig:
             ("hint_loss", self.hint_loss in HINT_LOSSES, f"one of {', '.join(HINT_LOSSES)}"),
             ("hint_temperature", self.hint_temperature > 0, "> 0"),
             ("expert_kd_weight", self.expert_kd_weight >= 0, ">= 0"),
+            ("scratch_kd_weight", self.scratch_kd_weight >= 0, ">= 0"),
             (
                 "strategy",
                 self.strategy in distribute.STRATEGIES,
@@ -193,10 +197,12 @@ def _train_and_evaluate(config, callbacks):
         "method": config.method,
         "dataset": config.dataset,
         "train_split": config.train_split,
+        "train_examples": stage.train_info.num_examples,
         "eval_split": config.eval_split,
         "eval_examples": stage.eval_info.num_examples,
         "student_accuracy": float(final["student_accuracy"]),
         "epochs": config.epochs,
+        "seed": config.seed,
         "student": config.student,
         "student_params": int(student.count_params()),
     }
@@ -348,6 +354,8 @@ class Stage:
                 hint_temperature=config.hint_temperature,
                 expert_kd_weight=config.expert_kd_weight if uses_expert else 0.0,
                 kd_temperature=config.kd_temperature,
+                scratch_kd_weight=config.scratch_kd_weight if config.method == "ctkd" else 0.0,
+                hint_when_correct=config.hint_when_correct and uses_scratch,
             )
             model.compile(optimizer=optimizer, **self.compile_options())
             return model

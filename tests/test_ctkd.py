@@ -71,6 +71,18 @@ def test_student_terms_reach_the_student_only(batch, attention_target, student_t
     assert_differ(weights(runs[0.0].student), weights(runs[100.0].student))
 
 
+def test_scratch_kd_reaches_the_scratch_teacher_only(batch):
+    # The expert's logits teach the scratch teacher; the student's step is the same whatever
+    # the weight (one step: the student sees the scratch teacher's logits before its update).
+    runs = {}
+    for weight in (0.0, 100.0):
+        model = wrn_trio(attention_target="student", scratch_kd_weight=weight)
+        one_step(model, *batch)
+        runs[weight] = model
+    assert_same(weights(runs[0.0].student), weights(runs[100.0].student))
+    assert_differ(weights(runs[0.0].scratch_teacher), weights(runs[100.0].scratch_teacher))
+
+
 @pytest.mark.parametrize(
     "target, guided, unguided",
     [
@@ -92,11 +104,18 @@ def test_attention_gradient_reaches_the_target_only(batch, target, guided, ungui
 
 
 @pytest.mark.parametrize(
-    "attention_target, hint_loss, expert_kd_weight",
-    [("student", "mse", 0.0), ("scratch", "kl", 0.0), ("both", "kl", 0.7), ("student", "mse", 0.7)],
+    "attention_target, hint_loss, expert_kd_weight, scratch_kd_weight, hint_when_correct",
+    [
+        ("student", "mse", 0.0, 0.0, False),
+        ("scratch", "kl", 0.0, 0.0, False),
+        ("both", "kl", 0.7, 0.0, False),
+        ("student", "mse", 0.7, 0.0, False),
+        ("both", "mse", 0.7, 0.4, True),
+        ("student", "kl", 0.0, 0.0, True),
+    ],
 )
 def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
-    batch, attention_target, hint_loss, expert_kd_weight
+    batch, attention_target, hint_loss, expert_kd_weight, scratch_kd_weight, hint_when_correct
 ):
     x, y = batch
     student = tiny_cnn(3, seed=1, l2=1e-3)
@@ -114,6 +133,8 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
         hint_temperature=3.0,
         expert_kd_weight=expert_kd_weight,
         kd_temperature=2.0,
+        scratch_kd_weight=scratch_kd_weight,
+        hint_when_correct=hint_when_correct,
     )
 
     def forward(net):
@@ -123,7 +144,13 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
         return [o.numpy() for o in tap(x)]
 
     (zs, *fs), (zt, *ft), (ze, *fe) = forward(student), forward(scratch), forward(expert)
+    if hint_when_correct:  # labels the scratch teacher gets right on every other example
+        y = np.where(np.arange(len(y)) % 2 == 0, zt.argmax(1), y)
     hint = ref.hint(zt, zs) if hint_loss == "mse" else ref.knowledge_distillation(zt, zs, 3.0)
+    if hint_when_correct:
+        right = zt.argmax(1) == y
+        assert 0 < right.sum() < len(y)  # the mask matters in this batch
+        hint = np.where(right, hint, 0.0)
     guided = {"student": [fs], "scratch": [ft], "both": [fs, ft]}[attention_target]
     regularization = sum(float(v) for v in student.losses + scratch.losses)
     expected = {
@@ -136,8 +163,11 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
     }
     if expert_kd_weight:
         expected["expert_kd_loss"] = ref.knowledge_distillation(ze, zs, 2.0).mean()
+    if scratch_kd_weight:
+        expected["scratch_kd_loss"] = ref.knowledge_distillation(ze, zt, 2.0).mean()
     expected["loss"] = (
         expert_kd_weight * expected.get("expert_kd_loss", 0.0)
+        + scratch_kd_weight * expected.get("scratch_kd_loss", 0.0)
         + expected["student_ce"]
         + expected["scratch_ce"]
         + 0.5 * expected["hint_loss"]
@@ -147,7 +177,7 @@ def test_metrics_of_a_one_batch_epoch_equal_numpy_losses(
     logs = one_step(model, x, y)
     assert set(logs) == set(expected)
     for name, value in expected.items():
-        assert logs[name] == pytest.approx(value, rel=1e-4), name
+        assert logs[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
 
 def test_loss_weights_can_change_between_steps_without_retracing(batch):
@@ -237,6 +267,8 @@ def test_save_and_load_round_trip(batch, tmp_path):
         hint_temperature=2.0,
         expert_kd_weight=0.5,
         kd_temperature=3.0,
+        scratch_kd_weight=0.25,
+        hint_when_correct=True,
     )
     one_step(model, x, y)
     model.save(tmp_path / "ctkd.keras")
@@ -246,6 +278,7 @@ def test_save_and_load_round_trip(batch, tmp_path):
     assert restored_options == (0.1, 50.0, "both")
     assert (restored.hint_loss, restored.hint_temperature) == ("kl", 2.0)
     assert (restored.expert_kd_weight, restored.kd_temperature) == (0.5, 3.0)
+    assert (restored.scratch_kd_weight, restored.hint_when_correct) == (0.25, True)
     assert_same(weights(model.scratch_teacher), weights(restored.scratch_teacher))
     assert_same(weights(model.expert_teacher), weights(restored.expert_teacher))
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -288,6 +321,13 @@ class Subclassed(keras.Model):
         (dict(expert_kd_weight=-0.5), "expert_kd_weight must be >= 0"),
         (dict(expert_teacher=None, expert_kd_weight=0.5), "expert_kd_weight=0.5 needs the expert_teacher"),
         (dict(kd_temperature=0.0), "kd_temperature must be > 0"),
+        (dict(scratch_kd_weight=-1.0), "scratch_kd_weight must be >= 0"),
+        (dict(expert_teacher=None, scratch_kd_weight=0.5), "scratch_kd_weight=0.5 needs the expert_teacher"),
+        (
+            dict(scratch_teacher=None, hint_weight=0.0, scratch_kd_weight=0.5),
+            "scratch_kd_weight=0.5 needs the scratch_teacher",
+        ),
+        (dict(scratch_teacher=None, hint_weight=0.0, hint_when_correct=True), "hint_when_correct=True needs"),
         (dict(expert_teacher=Subclassed()), "subclassed"),
         (dict(scratch_teacher="wrn40_1"), "must be a keras.Model"),
     ],
