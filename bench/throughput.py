@@ -7,8 +7,9 @@ First the machine's measured fp32 matrix-multiply peak (GFLOP/s), and the step's
 physical limit: that peak over the step's arithmetic (forward and backward of the
 student and the scratch teacher, forward of the expert, counted from the networks'
 convolutions and dense layers). Then the CTKD step in `--processes` fresh processes
-(the speed of one process is not the speed of the next: report all), with its share of
-the limit. Then, in this process, the parts: the student's training step, the scratch
+(the speed of one process is not the speed of the next: report all), each with the
+matmul peak measured in that process just before (the machine's own noise) and its share
+of the limit that peak gives. Then, in this process, the parts: the student's training step, the scratch
 teacher's training step and the expert's inference; their rates predict the CTKD
 step's as 1 / (1/student + 1/scratch + 1/expert) (a ratio >= 1 means the joint step
 costs no more than its parts); the plain-KD step; the peak memory. Synthetic data, so
@@ -128,13 +129,14 @@ def step_flops(model):
 
 
 def ctkd_in_fresh_processes(args):
-    """The CTKD step's images/s, each measured in a new Python process."""
+    """[(CTKD step images/s, matmul peak GFLOP/s just before it)], each pair from a new process."""
     command = [sys.executable, __file__, "--ctkd_only", *sys.argv[1:]]
-    rates = []
+    measured = []
     for _ in range(args.processes):
         done = subprocess.run(command, capture_output=True, text=True, check=True)
-        rates.append(json.loads(done.stdout.strip().splitlines()[-1])["ctkd"])
-    return rates
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        measured.append((result["ctkd"], result["peak"]))
+    return measured
 
 
 def main():
@@ -153,8 +155,10 @@ def main():
     parser.add_argument("--ctkd_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bench = Bench(args)
-    if args.ctkd_only:  # one of the fresh processes
-        print(json.dumps({"ctkd": bench.rate(bench.train_step(bench.ctkd()))}))
+    if args.ctkd_only:  # one of the fresh processes: the machine's speed now, then the step's
+        step = bench.train_step(bench.ctkd())
+        peak = matmul_peak(rounds=3)
+        print(json.dumps({"ctkd": bench.rate(step), "peak": peak}))
         return
 
     peak = matmul_peak()
@@ -172,8 +176,17 @@ def main():
     print(f"  matmul peak (fp32)     {peak:8.1f} GFLOP/s")
     print(f"  CTKD step arithmetic   {flops / 1e9:8.3f} GFLOP per image")
     print(f"  limit (peak / work)    {limit:8.1f} images/s")
-    shares = ", ".join(f"{r:.1f} ({100 * r / limit:.0f} %)" for r in fresh)
-    print(f"  CTKD step, {len(fresh)} fresh processes: {shares} images/s (share of the limit)")
+    rates, peaks = np.array(fresh).T
+    shares = 100 * rates * flops / (peaks * 1e9)  # of each process's own limit
+    print(f"  CTKD step, {len(fresh)} fresh processes (images/s, share of the limit of the matmul peak")
+    print("  measured in the same process just before):")
+    print(
+        "    " + ", ".join(f"{r:.1f} ({s:.0f} % of {p:.0f} GFLOP/s)" for r, s, p in zip(rates, shares, peaks))
+    )
+    print(
+        f"    spread (max / min): step {rates.max() / rates.min():.2f}, matmul peak "
+        f"{peaks.max() / peaks.min():.2f}, share {shares.max() / shares.min():.2f}"
+    )
     if args.no_parts:
         return
     expert = ctkd.expert_teacher
