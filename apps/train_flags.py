@@ -81,7 +81,9 @@ _WD = flags.DEFINE_float("weight_decay", _D.weight_decay, "PyTorch-style weight 
 _MODEL_DIR = flags.DEFINE_string("model_dir", _D.model_dir, "Where everything of the run goes.")
 _SEED = flags.DEFINE_integer("seed", _D.seed, "Seed of initialisation, shuffling and augmentation.")
 _DETERMINISTIC = flags.DEFINE_bool(
-    "deterministic", _D.deterministic, "Bit-identical reruns: deterministic ops, one thread per op (slower)."
+    "deterministic",
+    _D.deterministic,
+    "Bit-identical reruns: deterministic ops, gradient sums in a fixed order.",
 )
 _STRATEGY = flags.DEFINE_enum("strategy", _D.strategy, list(distribute.STRATEGIES), "tf.distribute strategy.")
 _NUM_GPUS = flags.DEFINE_integer("num_gpus", _D.num_gpus, "Use at most this many GPUs.", lower_bound=0)

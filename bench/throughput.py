@@ -1,7 +1,7 @@
 """Images per second of the CTKD training step and of its parts, against this CPU's limit.
 
 Run: python bench/throughput.py [--processes=5] [--precision=float32|mixed_bfloat16]
-     [--jit_compile] [--keras_batchnorm] [--steps=16]
+     [--jit_compile] [--keras_batchnorm] [--deterministic] [--steps=16]
 
 First the machine's measured fp32 matrix-multiply peak (GFLOP/s), and the step's
 physical limit: that peak over the step's arithmetic (forward and backward of the
@@ -152,8 +152,14 @@ def main():
     parser.add_argument("--student", default="wrn16_1")
     parser.add_argument("--teacher", default="wrn40_1")
     parser.add_argument("--no_parts", action="store_true", help="only the CTKD step in fresh processes")
+    parser.add_argument(
+        "--deterministic", action="store_true", help="what --deterministic of the apps runs (issue #16)"
+    )
     parser.add_argument("--ctkd_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.deterministic:
+        ctkd_tf.kernels.sum_gradients_in_a_fixed_order()
+        tf.config.experimental.enable_op_determinism()
     bench = Bench(args)
     if args.ctkd_only:  # one of the fresh processes: the machine's speed now, then the step's
         step = bench.train_step(bench.ctkd())
@@ -169,7 +175,8 @@ def main():
     batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
     print(
         f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
-        f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}\n  on {machine()}\n"
+        f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}"
+        f"{', deterministic' if args.deterministic else ''}\n  on {machine()}\n"
         f"  threads: intra-op {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}, "
         f"inter-op {os.environ.get('TF_NUM_INTEROP_THREADS', 'default')}"
     )

@@ -356,7 +356,7 @@ class CTKD(keras.Model):
         if self.expert_teacher is not None:
             expert_logits, *expert_features = self._expert_tap(x, training=False)
             # One term per guided network (the features of the others are empty).
-            terms["attention_loss"] = tf.add_n(
+            terms["attention_loss"] = losses.fixed_order_sum(
                 [
                     losses.attention_transfer(features, expert_features)
                     for features in (student_features, scratch_features)
@@ -391,7 +391,7 @@ class CTKD(keras.Model):
         # Only trainable weights carry regularisers into `self.losses`, so the
         # frozen expert adds nothing here.
         regularization = self.losses
-        return tf.add_n(regularization) if regularization else tf.constant(0.0)
+        return losses.fixed_order_sum(regularization) if regularization else tf.constant(0.0)
 
     def _update_metrics(self, y, terms, logits, regularization, sample_weight):
         for name, values in terms.items():

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ctkd_tf.losses import KnowledgeDistillation
+from ctkd_tf.losses import KnowledgeDistillation, fixed_order_sum
 
 
 class _ReplicaMean(keras.metrics.Mean):
@@ -33,7 +33,7 @@ class Distiller(keras.distillation.Distiller):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         regularization = self.losses  # the frozen teacher's weights carry none here
         if regularization:
-            loss += tf.nn.scale_regularization_loss(tf.add_n(regularization))
+            loss += tf.nn.scale_regularization_loss(fixed_order_sum(regularization))
         return loss
 
 

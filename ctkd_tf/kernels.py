@@ -59,23 +59,42 @@ def warn_if_onednn_missing(user_choice, stacklevel=3):
     )
 
 
-def pin_threads():
-    """Runs each op on one thread, one op at a time, for `--deterministic`.
+def sum_gradients_in_a_fixed_order():
+    """Makes every gradient sum of this process independent of the order ops ran in.
 
-    With several threads, runs of the full-size CTKD networks drift apart (about 1e-4
-    within two epochs; docs/RESULTS.md) although each op is deterministic; one thread
-    per op removes most of that, not all, and costs about 40 % of the speed on 2 cores.
-    TensorFlow takes these settings only before it starts its runtime.
+    For `--deterministic`. A tensor used by several ops gets its gradient as one `AddN`
+    of their contributions, and TensorFlow's CPU kernel for `AddN` puts first whichever
+    input buffer it can reuse for its output, which depends on the order the ops happened
+    to run in; with three or more inputs that changes the rounding. The order changes
+    between processes (TensorFlow's graph passes number the nodes differently each time),
+    so full-size CTKD runs drifted apart in the last bits from their first steps even on
+    one thread: the student's logits take the gradients of three terms. Here gradients of
+    more than two contributions are summed as `((g0 + g1) + g2) + ...`, two at a time
+    (each sum of two is exact whatever the order), and Grappler's arithmetic optimizer,
+    which would merge such sums back into one `AddN`, is turned off. Both apply to the
+    whole process; they cost little (`docs/BENCHMARKS.md`).
 
     Returns:
-        Whether TensorFlow now runs single-threaded (False: it had started already).
+        Whether it took effect (False: this TensorFlow lacks the internals it replaces).
     """
+    import functools
+
     import tensorflow as tf
 
-    threading = tf.config.threading
     try:
-        threading.set_intra_op_parallelism_threads(1)
-        threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-    return threading.get_intra_op_parallelism_threads() == threading.get_inter_op_parallelism_threads() == 1
+        from tensorflow.python import pywrap_tfe
+        from tensorflow.python.eager import backprop
+
+        default_aggregate = backprop._aggregate_grads
+        vspace = backprop._default_vspace
+    except (ImportError, AttributeError):
+        return False
+
+    def aggregate(gradients):
+        if len(gradients) > 2 and all(isinstance(g, tf.Tensor) for g in gradients):
+            return functools.reduce(tf.math.add, gradients)
+        return default_aggregate(gradients)  # one or two (exact), or sparse ones
+
+    pywrap_tfe.TFE_Py_RegisterVSpace(vspace._replace(aggregate_fn=aggregate))
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    return True

@@ -4,6 +4,8 @@ Each function returns one value per example, shape `(batch,)`, in float32; the
 reduction over the (global) batch happens once, in the training step.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -14,6 +16,11 @@ def cross_entropy(labels, logits):
         labels=tf.cast(tf.reshape(labels, [-1]), tf.int32),
         logits=tf.cast(logits, tf.float32),
     )
+
+
+def fixed_order_sum(values):
+    """`((v0 + v1) + v2) + ...`: unlike `tf.add_n`, the same rounding whatever order ops run in."""
+    return functools.reduce(tf.add, values)
 
 
 def correct(labels, logits):
@@ -48,7 +55,7 @@ def attention_transfer(features, target_features):
     Returns:
         `(batch,)` float32.
     """
-    return tf.add_n(
+    return fixed_order_sum(
         [
             tf.reduce_mean(tf.square(attention_map(a) - attention_map(t)), axis=-1)
             for a, t in zip(features, target_features, strict=True)

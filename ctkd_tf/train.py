@@ -267,11 +267,10 @@ class Stage:
 
     def __init__(self, config, train_split=None, eval_split=None):
         self.config = config
-        if config.deterministic and not kernels.pin_threads():
+        if config.deterministic and not kernels.sum_gradients_in_a_fixed_order():
             logging.warning(
-                "deterministic: TensorFlow had started before this run, so it could not be set to "
-                "one thread per op; full-size networks may then differ in the last bits between "
-                "processes. Run in a fresh process (as apps/train.py does) for bit-identical reruns."
+                "deterministic: this TensorFlow lacks the internals that fix the order of gradient "
+                "sums; full-size networks may differ in the last bits between processes."
             )
         self.strategy = strategy = distribute.make_strategy(config.strategy, config.num_gpus)
         keras.utils.set_random_seed(config.seed)

@@ -1,5 +1,6 @@
 """Import order: oneDNN's kernels when ctkd_tf comes first, one clear warning when it comes too late."""
 
+import json
 import os
 import platform
 import subprocess
@@ -42,3 +43,35 @@ def test_a_users_choice_is_kept_without_warning(choice):
     out, err = run(f"import tensorflow\nimport ctkd_tf\n{REPORT}", TF_ENABLE_ONEDNN_OPTS=choice)
     assert f"onednn {choice == '1'}" in out
     assert "PerformanceWarning" not in err
+
+
+GRADIENT_SUMS = """
+import json
+import tensorflow as tf
+from ctkd_tf import kernels
+
+def widest_gradient_sum():
+    x = tf.Variable(tf.ones([4, 3]))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            y = x * 2.0  # four contributions to its gradient (y * y counts twice)
+            loss = tf.reduce_sum(tf.sin(y)) + tf.reduce_sum(tf.exp(y)) + tf.reduce_sum(y * y)
+        return tape.gradient(loss, x)
+
+    graph = step.get_concrete_function().graph
+    return max([len(op.inputs) for op in graph.get_operations() if op.type == "AddN"] + [0])
+
+before = widest_gradient_sum()
+took = kernels.sum_gradients_in_a_fixed_order()
+print(json.dumps([before, took, widest_gradient_sum()]))
+"""
+
+
+def test_deterministic_mode_sums_gradients_two_at_a_time():
+    # TensorFlow's AddN reorders its inputs at run time; with three or more that changes
+    # the rounding between processes. In a fresh process: the global setting stays there.
+    out, _ = run(GRADIENT_SUMS)
+    before, took, after = json.loads(out.strip().splitlines()[-1])
+    assert before >= 3 and took and after == 0
