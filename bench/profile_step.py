@@ -10,8 +10,11 @@ Run: python bench/profile_step.py [--network=wrn40_1 | --ctkd] [--steps=5] [--lo
    stays in --logdir for TensorBoard's Profile tab (`tensorboard --logdir=...`).
 2. Times the three kernels of one 3x3 convolution of the first group (128x32x32x16,
    16 -> 16 channels): forward, gradient with respect to the input, gradient with
-   respect to the kernel, each as TensorFlow runs it and under XLA, and the input
-   gradient written as the forward convolution it equals (flipped, transposed kernel).
+   respect to the kernel, each as TensorFlow runs it and under XLA; then the gradients
+   written as other kernels that compute them: the input gradient as the forward
+   convolution it equals (flipped, transposed kernel), the kernel gradient as a forward
+   convolution too (batch and channels swapped, the output gradient as the kernel) and
+   as one matrix product of the input's 3x3 patches (im2col) with the output gradient.
 """
 
 import argparse
@@ -70,15 +73,30 @@ def profile_op_types(network, batch_size, steps, logdir, ctkd=False):
     return seconds, self_time
 
 
-def conv_kernels(batch_size, jit_compile, repeats=20):
-    """Milliseconds per call of one group-1 convolution's kernels."""
+def conv_kernel_functions(batch_size):
+    """One group-1 convolution's kernels (and the rewrites of its gradients), by name."""
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch_size, 32, 32, 16)).astype("float32"))
     dy = tf.constant(rng.normal(size=(batch_size, 32, 32, 16)).astype("float32"))
     kernel = tf.constant(rng.normal(size=(3, 3, 16, 16)).astype("float32"))
     flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
     ones = [1, 1, 1, 1]
-    kernels = {
+
+    def padded():
+        return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+    def kernel_gradient_as_conv():
+        # dK[i, j, c, d] = sum over n, h, w of x[n, h + i, w + j, c] * dy[n, h, w, d]: a
+        # VALID convolution of x with channels as batch and batch as channels by dy.
+        swapped = tf.transpose(padded(), [3, 1, 2, 0])
+        return tf.transpose(tf.nn.conv2d(swapped, tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"), [1, 2, 0, 3])
+
+    def kernel_gradient_as_matmul():
+        patches = tf.concat([padded()[:, i : i + 32, j : j + 32] for i in range(3) for j in range(3)], -1)
+        product = tf.matmul(tf.reshape(patches, [-1, 9 * 16]), tf.reshape(dy, [-1, 16]), transpose_a=True)
+        return tf.reshape(product, kernel.shape)
+
+    return {
         "forward": lambda: tf.nn.conv2d(x, kernel, 1, "SAME"),
         "input gradient": lambda: tf.raw_ops.Conv2DBackpropInput(
             input_sizes=x.shape, filter=kernel, out_backprop=dy, strides=ones, padding="SAME"
@@ -87,9 +105,15 @@ def conv_kernels(batch_size, jit_compile, repeats=20):
             input=x, filter_sizes=kernel.shape, out_backprop=dy, strides=ones, padding="SAME"
         ),
         "input gradient as forward conv": lambda: tf.nn.conv2d(dy, flipped, 1, "SAME"),
+        "kernel gradient as forward conv": kernel_gradient_as_conv,
+        "kernel gradient as im2col matmul": kernel_gradient_as_matmul,
     }
+
+
+def conv_kernels(batch_size, jit_compile, repeats=20):
+    """Milliseconds per call of one group-1 convolution's kernels."""
     times = {}
-    for name, kernel_fn in kernels.items():
+    for name, kernel_fn in conv_kernel_functions(batch_size).items():
         function = tf.function(kernel_fn, jit_compile=jit_compile)
         function().numpy()
         start = time.perf_counter()

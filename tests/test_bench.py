@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from ctkd_tf import train
@@ -50,3 +51,15 @@ def test_the_gain_pairs_the_recipe_and_at_kd_by_seed(tmp_path):
     runs = budget_study.load(tmp_path)
     assert sorted(runs) == ["at_kd", "both_kd"] and list(runs["at_kd"]) == [1000]
     assert budget_study.gains(runs, 1000) == pytest.approx([2.0])  # seed 0 only: the others are unpaired
+
+
+def test_the_rewritten_convolution_gradients_equal_tensorflows():
+    import profile_step
+
+    kernels = {name: fn().numpy() for name, fn in profile_step.conv_kernel_functions(2).items()}
+    for rewrite, reference in (
+        ("input gradient as forward conv", "input gradient"),
+        ("kernel gradient as forward conv", "kernel gradient"),
+        ("kernel gradient as im2col matmul", "kernel gradient"),
+    ):
+        np.testing.assert_allclose(kernels[rewrite], kernels[reference], rtol=1e-4, atol=1e-4)
