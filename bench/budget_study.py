@@ -11,6 +11,12 @@ scores the last epoch on the 10,000 test images. Seeds: every method with the fi
 gain (recipe minus AT+KD) has a seed spread. Runs go in that order (the first seed at
 every budget first), one JSON per run in --out (skipped when present, so the study
 resumes where it stopped), then `table.md` and `budget.png` from whatever has finished.
+
+The scratch teacher costs arithmetic: the recipe's step is about 2.5x AT+KD's. Runs of
+other epochs join the same table and plot, so AT+KD trained 2.5x longer answers the
+question at equal cost, for example:
+
+    python bench/budget_study.py --methods=at_kd --train_examples=50000 --epochs=25 --seeds=0
 """
 
 import argparse
@@ -25,7 +31,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import VARIANTS, cifar10_config, machine, run_once
+from common import VARIANTS, cifar10_config, config_step_flops, machine, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("student", "at_kd", "rl", "paper", "both_kd")
@@ -93,13 +99,18 @@ def main():
 
 
 def load(out):
-    """{method: {budget: [results, one per seed]}}."""
+    """{method: {(train_examples, epochs): [results, one per seed]}}."""
     runs = {}
     for path in sorted(out.glob("*_seed*.json")):
         result = json.loads(path.read_text())
-        budget = result["train_examples"] * result["epochs"]
-        runs.setdefault(result["method"], {}).setdefault(budget, []).append(result)
+        size = (result["train_examples"], result["epochs"])
+        runs.setdefault(result["method"], {}).setdefault(size, []).append(result)
     return runs
+
+
+def image_steps(size):
+    """A budget's training images x epochs."""
+    return size[0] * size[1]
 
 
 def report(out):
@@ -107,56 +118,67 @@ def report(out):
     if not runs:
         return
     methods = [m for m in VARIANTS if m in runs]
-    budgets = sorted({b for per_budget in runs.values() for b in per_budget})
-    every = [r for per_budget in runs.values() for rs in per_budget.values() for r in rs]
+    sizes = sorted({s for per_size in runs.values() for s in per_size}, key=lambda s: (image_steps(s), s))
+    every = [r for per_size in runs.values() for rs in per_size.values() for r in rs]
     some = every[0]
     experts = ", ".join(
         sorted({f"{100 * r['expert_accuracy']:.2f} %" for r in every if "expert_accuracy" in r})
     )
+    flops = {m: config_step_flops(runs[m][next(iter(runs[m]))][0]["config"]) for m in methods}
     lines = [
         f"Last-epoch top-1 (%) on `{some['eval_split']}` of the JPEG copy of CIFAR-10, WRN-16-1 student, "
-        f"WRN-40-1 teachers, the first N training images x {some['epochs']} epochs (cosine), expert "
+        f"WRN-40-1 teachers, the first N training images x E epochs (cosine), expert "
         f"`{some['config']['expert_weights']}` ({experts or 'unused'} on the same images); "
         f"{machine()}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",
-        "| image-steps | N | " + " | ".join(methods) + f" | gain ({RECIPE} - {BASELINE}) |",
-        "| ---: | ---: | " + " | ".join("---:" for _ in methods) + " | ---: |",
+        *_table(runs, methods, sizes, _accuracy_cell, gain=True),
+        "",
+        "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
+        "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
+        "",
+        "Wall time per run (minutes, mean over seeds; longer where the machine also ran other work):",
+        "",
+        *_table(
+            runs, methods, sizes, lambda results: f"{np.mean([r['wall_time_s'] for r in results]) / 60:.0f}"
+        ),
     ]
-    for budget in budgets:
-        cells = []
-        for method in methods:
-            results = runs[method].get(budget, [])
-            if not results:
-                cells.append("")
-                continue
-            cell = _mean_std([r["student_accuracy"] for r in results])
-            scratch = [r["scratch_accuracy"] for r in results if r.get("scratch_accuracy") is not None]
-            cells.append(cell + (f" [{100 * np.mean(scratch):.2f}]" if scratch else ""))
-        n = budget // some["epochs"]
-        lines.append(f"| {budget:,} | {n:,} | " + " | ".join(cells) + f" | {_gain_cell(runs, budget)} |")
-    lines.append(
-        "\nWall time per run (min): "
-        + ", ".join(
-            f"{m} {np.mean([r['wall_time_s'] for rs in runs[m].values() for r in rs]) / 60:.0f}"
-            for m in methods
-        )
-    )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(out, runs, methods, budgets)
+    plot(out, runs, methods, sizes, flops)
 
 
-def gains(runs, budget):
-    """The recipe minus AT+KD, per seed both have at this budget (paired by seed)."""
+def _table(runs, methods, sizes, cell, gain=False):
+    """Markdown rows: a budget per row, `cell(results)` per method (and the gain)."""
+    gain_header = f" gain ({RECIPE} - {BASELINE}) |" if gain else ""
+    lines = [
+        "| image-steps | N x E | " + " | ".join(methods) + " |" + gain_header,
+        "| ---: | ---: | " + " | ".join("---:" for _ in methods) + " |" + (" ---: |" if gain else ""),
+    ]
+    for size in sizes:
+        cells = [cell(runs[m][size]) if size in runs[m] else "" for m in methods]
+        gain_cell = f" {_gain_cell(runs, size)} |" if gain else ""
+        lines.append(
+            f"| {image_steps(size):,} | {size[0]:,} x {size[1]} | " + " | ".join(cells) + " |" + gain_cell
+        )
+    return lines
+
+
+def _accuracy_cell(results):
+    cell = _mean_std([r["student_accuracy"] for r in results])
+    scratch = [r["scratch_accuracy"] for r in results if r.get("scratch_accuracy") is not None]
+    return cell + (f" [{100 * np.mean(scratch):.2f}]" if scratch else "")
+
+
+def gains(runs, size):
+    """The recipe minus AT+KD, per seed both have at this (N, E) budget (paired by seed)."""
     by_seed = [
-        {r["seed"]: r["student_accuracy"] for r in runs.get(m, {}).get(budget, [])}
-        for m in (RECIPE, BASELINE)
+        {r["seed"]: r["student_accuracy"] for r in runs.get(m, {}).get(size, [])} for m in (RECIPE, BASELINE)
     ]
     return [100 * (by_seed[0][s] - by_seed[1][s]) for s in sorted(set(by_seed[0]) & set(by_seed[1]))]
 
 
-def _gain_cell(runs, budget):
-    values = gains(runs, budget)
+def _gain_cell(runs, size):
+    values = gains(runs, size)
     if not values:
         return ""
     spread = f" +- {np.std(values):.2f}" if len(values) > 1 else ""
@@ -169,33 +191,30 @@ def _mean_std(accuracies):
     return f"{values.mean():.2f}{spread} (n={len(values)})"
 
 
-def plot(out, runs, methods, budgets):
+def plot(out, runs, methods, sizes, flops):
+    """budget.png: accuracy against image-steps and against arithmetic, and the gain."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (steps, compute, gain) = plt.subplots(1, 3, figsize=(17, 4.8))
     for index, method in enumerate(methods):
         color = f"C{index}"
-        points = sorted(runs[method].items())
-        x = [b for b, _ in points]
+        points = sorted(runs[method].items(), key=lambda item: image_steps(item[0]))
+        x = np.array([image_steps(s) for s, _ in points])
         student = [[100 * r["student_accuracy"] for r in rs] for _, rs in points]
-        left.errorbar(
-            x,
-            [np.mean(s) for s in student],
-            yerr=[np.std(s) for s in student],
-            marker="o",
-            capsize=3,
-            color=color,
-            label=method,
+        mean, std = [np.mean(s) for s in student], [np.std(s) for s in student]
+        steps.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=color, label=method)
+        compute.errorbar(
+            x * flops[method] / 1e15, mean, yerr=std, marker="o", capsize=3, color=color, label=method
         )
         scratch = [
             [100 * r["scratch_accuracy"] for r in rs if r.get("scratch_accuracy") is not None]
             for _, rs in points
         ]
         if all(scratch):
-            left.plot(
+            steps.plot(
                 x,
                 [np.mean(s) for s in scratch],
                 "--",
@@ -204,30 +223,32 @@ def plot(out, runs, methods, budgets):
                 alpha=0.6,
                 label=f"{method}: scratch teacher",
             )
-    left.set_xscale("log")
-    left.set_xlabel("budget (training images x epochs)")
-    left.set_ylabel("top-1 on the test images (%)")
-    left.legend(fontsize=8)
-    left.grid(alpha=0.3)
-    for budget in budgets:
-        values = gains(runs, budget)
-        right.scatter([budget] * len(values), values, color="C0", alpha=0.5)
-    with_gain = [b for b in budgets if gains(runs, b)]
-    right.errorbar(
-        with_gain,
-        [np.mean(gains(runs, b)) for b in with_gain],
-        yerr=[np.std(gains(runs, b)) for b in with_gain],
+    for axes in (steps, compute, gain):
+        axes.set_xscale("log")
+        axes.grid(alpha=0.3)
+    steps.set_xlabel("budget: training images x epochs")
+    steps.set_ylabel("top-1 on the test images (%)")
+    steps.legend(fontsize=8)
+    compute.set_xlabel("training arithmetic, PFLOP (every network of the step)")
+    compute.set_ylabel("student top-1 on the test images (%)")
+    compute.legend(fontsize=8)
+    paired = [s for s in sizes if gains(runs, s)]
+    for size in paired:
+        values = gains(runs, size)
+        gain.scatter([image_steps(size)] * len(values), values, color="C0", alpha=0.5)
+    gain.errorbar(
+        [image_steps(s) for s in paired],
+        [np.mean(gains(runs, s)) for s in paired],
+        yerr=[np.std(gains(runs, s)) for s in paired],
         marker="o",
         capsize=3,
         color="C0",
         label="mean +- std over seeds (points: seeds)",
     )
-    right.axhline(0, color="grey", linewidth=1)
-    right.set_xscale("log")
-    right.set_xlabel("budget (training images x epochs)")
-    right.set_ylabel(f"collaboration gain: {RECIPE} - {BASELINE} (points)")
-    right.legend(fontsize=8)
-    right.grid(alpha=0.3)
+    gain.axhline(0, color="grey", linewidth=1)
+    gain.set_xlabel("budget: training images x epochs")
+    gain.set_ylabel(f"collaboration gain: {RECIPE} - {BASELINE} (points)")
+    gain.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "budget.png", dpi=120)
 

@@ -90,6 +90,43 @@ def machine():
     )
 
 
+def forward_flops(model):
+    """Floating-point operations of one image's forward pass through convolutions and dense layers."""
+    import keras
+    import numpy as np
+
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels = layer.output.shape
+            kernel = int(np.prod(layer.kernel.shape))  # kh * kw * in * out
+            flops += 2 * height * width * kernel
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * int(np.prod(layer.kernel.shape))
+    return flops
+
+
+def step_flops(student, scratch_teacher=None, expert=None):
+    """FLOPs per image of a training step: 3 forward passes' worth for each trained network
+    (forward, input and kernel gradients), 1 for the expert's inference."""
+    trained = [net for net in (student, scratch_teacher) if net is not None]
+    return 3 * sum(forward_flops(net) for net in trained) + (
+        forward_flops(expert) if expert is not None else 0
+    )
+
+
+def config_step_flops(config, num_classes=10, input_shape=(32, 32, 3)):
+    """`step_flops` of a run's networks, from its config (a dict, as results JSONs hold it)."""
+    from ctkd_tf import models, train
+
+    uses_scratch, uses_expert = train.TEACHERS[config["method"]]
+
+    def net(key, used=True):
+        return models.get(config[key], num_classes, input_shape) if used else None
+
+    return step_flops(net("student"), net("scratch_teacher", uses_scratch), net("expert", uses_expert))
+
+
 def run_once(config, result_path, **labels):
     """Trains `config` (a `TrainConfig`) unless `result_path` holds its results already.
 

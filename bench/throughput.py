@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from ctkd_tf.distiller import hinton_kd
 
-from common import machine
+from common import machine, step_flops
 
 
 def rate(step, batch_size, steps, warmup=2):
@@ -65,19 +65,6 @@ def matmul_peak(size=2048, repeats=20, rounds=5):
         result.numpy()
         best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
     return best
-
-
-def forward_flops(model):
-    """Floating-point operations of one image's forward pass through convolutions and dense layers."""
-    flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels = layer.output.shape
-            kernel = int(np.prod(layer.kernel.shape))  # kh * kw * in * out
-            flops += 2 * height * width * kernel
-        elif isinstance(layer, keras.layers.Dense):
-            flops += 2 * int(np.prod(layer.kernel.shape))
-    return flops
 
 
 class Bench:
@@ -122,12 +109,6 @@ class Bench:
         return rate(step, self.args.batch_size, self.args.steps)
 
 
-def step_flops(model):
-    """FLOPs per image of a CTKD step: 3 forward passes' worth for each trained network, 1 for the expert."""
-    trained = [model.student, model.scratch_teacher]
-    return 3 * sum(forward_flops(net) for net in trained) + forward_flops(model.expert_teacher)
-
-
 def ctkd_in_fresh_processes(args):
     """[(CTKD step images/s, matmul peak GFLOP/s just before it)], each pair from a new process."""
     command = [sys.executable, __file__, "--ctkd_only", *sys.argv[1:]]
@@ -170,7 +151,7 @@ def main():
     peak = matmul_peak()
     fresh = ctkd_in_fresh_processes(args)
     ctkd = bench.ctkd()
-    flops = step_flops(ctkd)
+    flops = step_flops(ctkd.student, ctkd.scratch_teacher, ctkd.expert_teacher)
     limit = peak * 1e9 / flops
     batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
     print(

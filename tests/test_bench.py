@@ -1,5 +1,6 @@
 """The benchmarks' recipes and the budget study's bookkeeping (the runs themselves are benchmarks)."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ctkd_tf import train
+from ctkd_tf import models, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import budget_study  # noqa: E402
@@ -49,8 +50,44 @@ def test_the_gain_pairs_the_recipe_and_at_kd_by_seed(tmp_path):
         result = dict(method=method, seed=seed, train_examples=100, epochs=10, student_accuracy=accuracy)
         (tmp_path / f"{method}_n100_e10_seed{seed}.json").write_text(json.dumps(result))
     runs = budget_study.load(tmp_path)
-    assert sorted(runs) == ["at_kd", "both_kd"] and list(runs["at_kd"]) == [1000]
-    assert budget_study.gains(runs, 1000) == pytest.approx([2.0])  # seed 0 only: the others are unpaired
+    assert sorted(runs) == ["at_kd", "both_kd"] and list(runs["at_kd"]) == [(100, 10)]
+    assert budget_study.gains(runs, (100, 10)) == pytest.approx([2.0])  # seed 0 only: the others are unpaired
+
+
+def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithmetic(tmp_path):
+    runs = [
+        ("both_kd", 10, 0, 0.70),
+        ("both_kd", 10, 1, 0.66),
+        ("at_kd", 10, 0, 0.69),
+        ("at_kd", 25, 0, 0.72),
+    ]
+    for method, epochs, seed, accuracy in runs:
+        config = dataclasses.asdict(train.TrainConfig(epochs=epochs, seed=seed, **common.VARIANTS[method]))
+        result = dict(
+            method=method,
+            seed=seed,
+            train_examples=100,
+            epochs=epochs,
+            eval_split="test",
+            student_accuracy=accuracy,
+            scratch_accuracy=0.75 if method == "both_kd" else None,
+            wall_time_s=60.0 * epochs,
+            config=config,
+        )
+        (tmp_path / f"{method}_n100_e{epochs}_seed{seed}.json").write_text(json.dumps(result))
+    budget_study.report(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    accuracies = table.split("Wall time")[0]
+    rows = [line for line in accuracies.splitlines() if line.startswith(("| 1,000 |", "| 2,500 |"))]
+    assert rows == [
+        "| 1,000 | 100 x 10 | 69.00 (n=1) | 68.00 +- 2.00 (n=2) [75.00] | +1.00 (n=1) |",
+        "| 2,500 | 100 x 25 | 72.00 (n=1) |  |  |",
+    ]
+    # WRN-16-1 trained (3 passes) + WRN-40-1 expert (1), and + WRN-40-1 scratch teacher (3).
+    student, teacher = (common.forward_flops(models.get(name, 10)) for name in ("wrn16_1", "wrn40_1"))
+    assert f"at_kd {(3 * student + teacher) / 1e9:.3f}" in table
+    assert f"both_kd {(3 * student + 4 * teacher) / 1e9:.3f}" in table
+    assert (tmp_path / "budget.png").stat().st_size > 0
 
 
 def test_the_rewritten_convolution_gradients_equal_tensorflows():
