@@ -89,19 +89,24 @@ def test_shipped_cards_hold_no_paths_of_the_machine_they_were_made_on(name):
     assert experts.card(name)["command"].startswith("python apps/train.py ")
 
 
-def test_shipped_cifar10_expert_matches_its_card():
-    card = experts.card("cifar10_wrn40_1")
-    model = experts.load("cifar10_wrn40_1")  # checks the sha256
+CIFAR10_EXPERTS = [name for name in experts.names() if name.startswith("cifar10_")]
+
+
+@pytest.mark.parametrize("name", CIFAR10_EXPERTS)
+def test_shipped_cifar10_expert_matches_its_card(name):
+    card = experts.card(name)
+    model = experts.load(name)  # checks the sha256
     assert model.output_shape == (None, 10) and model.input_shape == (None, 32, 32, 3)
     assert model.count_params() == card["parameters"]
     assert len(card["class_names"]) == 10 and 0.8 < card["test_accuracy"] < 1.0
 
 
 @pytest.mark.skipif(not CIFAR_ZIP.exists(), reason=f"the real CIFAR-10 archive is not at {CIFAR_ZIP}")
-def test_shipped_cifar10_expert_is_as_accurate_as_its_card_says():
+@pytest.mark.parametrize("name", CIFAR10_EXPERTS)
+def test_shipped_cifar10_expert_is_as_accurate_as_its_card_says(name):
     from PIL import Image
 
-    card = experts.card("cifar10_wrn40_1")
+    card = experts.card(name)
     images, labels = [], []
     with zipfile.ZipFile(CIFAR_ZIP) as archive:
         for member in archive.namelist():
@@ -113,7 +118,7 @@ def test_shipped_cifar10_expert_is_as_accurate_as_its_card_says():
                 labels.append(card["class_names"].index(path.parent.name))
     assert len(images) == 500
     x = (np.stack(images) - np.array(card["mean"])) / np.array(card["std"])
-    logits = experts.load("cifar10_wrn40_1").predict(x, batch_size=100, verbose=0)
+    logits = experts.load(name).predict(x, batch_size=100, verbose=0)
     accuracy = float(np.mean(np.argmax(logits, axis=1) == np.array(labels)))
     # 500 images estimate the accuracy to about +-2 points (2 sigma).
     assert accuracy > card["test_accuracy"] - 0.05
