@@ -13,8 +13,9 @@ of the limit that peak gives. Then, in this process, the parts: the student's tr
 teacher's training step and the expert's inference; their rates predict the CTKD
 step's as 1 / (1/student + 1/scratch + 1/expert) (a ratio >= 1 means the joint step
 costs no more than its parts); the plain-KD step; the peak memory. Synthetic data, so
-the input pipeline is not measured (see input_pipeline.py). `--keras_batchnorm` builds
-the networks with Keras's own batch norm (the figures before the fused one).
+the input pipeline is not measured (see input_pipeline.py). `--keras_batchnorm` trains
+the networks with Keras's own batch norm (the figures before the fused one: the models
+get `fused_batchnorm=False`).
 """
 
 import argparse
@@ -89,13 +90,13 @@ class Bench:
             name=role,
         )
 
-    def ctkd(self):
+    def ctkd(self, student=None, scratch_teacher=None, expert=None):
+        """A CTKD model of the given networks; given none, of the measured step's three."""
         args = self.args
-        return ctkd_tf.CTKD(
-            self.net(args.student, "student"),
-            self.net(args.teacher, "scratch"),
-            self.net(args.teacher, "expert"),
-        )
+        if student is None:
+            student = self.net(args.student, "student")
+            scratch_teacher, expert = self.net(args.teacher, "scratch"), self.net(args.teacher, "expert")
+        return ctkd_tf.CTKD(student, scratch_teacher, expert, fused_batchnorm=not args.keras_batchnorm)
 
     def train_step(self, model, **compile_args):
         model.compile(
@@ -180,15 +181,15 @@ def main():
     expert = ctkd.expert_teacher
     infer = tf.function(lambda images: expert(images, training=False), jit_compile=args.jit_compile)
     rates = {
-        "student step": bench.rate(bench.train_step(ctkd_tf.CTKD(bench.net(args.student, "student")))),
-        "scratch teacher step": bench.rate(
-            bench.train_step(ctkd_tf.CTKD(bench.net(args.teacher, "scratch")))
-        ),
+        "student step": bench.rate(bench.train_step(bench.ctkd(bench.net(args.student, "student")))),
+        "scratch teacher step": bench.rate(bench.train_step(bench.ctkd(bench.net(args.teacher, "scratch")))),
         "expert inference": bench.rate(lambda: infer(bench.x).numpy()),
         "CTKD step": bench.rate(bench.train_step(ctkd)),
         "KD step": bench.rate(
             bench.train_step(
-                hinton_kd(bench.net(args.student, "student"), expert),
+                hinton_kd(
+                    bench.net(args.student, "student"), expert, fused_batchnorm=not args.keras_batchnorm
+                ),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
         ),

@@ -69,3 +69,26 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 # are exactly those of Keras's layer, and only the training kernel differs.
 FusedBatchNormalization.__module__ = "keras.layers"
 FusedBatchNormalization.__name__ = "BatchNormalization"
+
+
+def fuse(model):
+    """Gives the `keras.layers.BatchNormalization` layers of a model the fused training kernel, in place.
+
+    Every layer of exactly that class, in nested models and layers too, becomes a
+    `FusedBatchNormalization`: the same object with the same weights and configuration,
+    saved as Keras's layer, whose training steps run `FusedBatchNormV3` (the same
+    maths; about 1.2x faster CTKD steps on CPUs, docs/BENCHMARKS.md). Subclasses of
+    Keras's layer are left as they are. Do it before the model's first traced step.
+
+    Args:
+        model: a `keras.Model` (or layer).
+
+    Returns:
+        The number of layers changed.
+    """
+    changed = 0
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if type(layer) is keras.layers.BatchNormalization:
+            layer.__class__ = FusedBatchNormalization
+            changed += 1
+    return changed

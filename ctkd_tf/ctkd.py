@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ctkd_tf import distribute, losses, models
+from ctkd_tf import batchnorm, distribute, losses, models
 
 # The method doc's defaults: the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
@@ -100,6 +100,11 @@ class CTKD(keras.Model):
             batch mean. False (the paper) applies it to every example.
         attention_weight: weight of the attention term; None means 1000 with an
             expert.
+        fused_batchnorm: give the student's and the scratch teacher's
+            `keras.layers.BatchNormalization` layers TensorFlow's fused training
+            kernel, in place (`batchnorm.fuse`: same weights and maths, saved as
+            Keras's layer; the zoo's networks have it already). False leaves the
+            networks as they are.
         name: the model's name.
 
     Raises:
@@ -123,6 +128,7 @@ class CTKD(keras.Model):
         kd_temperature=4.0,
         scratch_kd_weight=0.0,
         hint_when_correct=False,
+        fused_batchnorm=True,
         name="ctkd",
         **kwargs,
     ):
@@ -163,6 +169,11 @@ class CTKD(keras.Model):
         if hint_when_correct and scratch_teacher is None:
             raise ValueError("hint_when_correct=True needs the scratch_teacher.")
         self.hint_when_correct = bool(hint_when_correct)
+        self.fused_batchnorm = bool(fused_batchnorm)
+        if self.fused_batchnorm:
+            for net in (student, scratch_teacher):  # the expert only infers: Keras's code
+                if net is not None:
+                    batchnorm.fuse(net)
         self.student = student
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
@@ -445,6 +456,7 @@ class CTKD(keras.Model):
                 "kd_temperature": self.kd_temperature,
                 "scratch_kd_weight": self.scratch_kd_weight,
                 "hint_when_correct": self.hint_when_correct,
+                "fused_batchnorm": self.fused_batchnorm,
             }
         )
         return config

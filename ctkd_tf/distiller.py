@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from ctkd_tf import batchnorm
 from ctkd_tf.losses import KnowledgeDistillation, fixed_order_sum
 
 
@@ -37,7 +38,7 @@ class Distiller(keras.distillation.Distiller):
         return loss
 
 
-def hinton_kd(student, teacher, temperature=4.0, alpha=0.9):
+def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True):
     """The KD baseline: `(1 - alpha) CE + alpha T^2 KL` from a frozen teacher.
 
     Args:
@@ -45,12 +46,16 @@ def hinton_kd(student, teacher, temperature=4.0, alpha=0.9):
         teacher: the pre-trained `keras.Model`, frozen.
         temperature: the softmax temperature `T`.
         alpha: the weight of the distillation term, in `[0, 1]`.
+        fused_batchnorm: give the student's `keras.layers.BatchNormalization` layers
+            the fused training kernel, in place (`batchnorm.fuse`, as `CTKD` does).
 
     Returns:
         A `Distiller`; compile it with the student's cross-entropy as `loss`.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"kd_alpha must lie in [0, 1], got {alpha}.")
+    if fused_batchnorm:
+        batchnorm.fuse(student)
     return Distiller(
         teacher=teacher,
         student=student,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctkd_tf import models
+from ctkd_tf import batchnorm, models
 from ctkd_tf.batchnorm import FusedBatchNormalization
 
 CONFIG = dict(momentum=0.9, epsilon=1e-5)
@@ -138,6 +138,27 @@ def test_zoo_uses_it_unless_synchronised_or_asked_not_to():
     assert layer_types() == {FusedBatchNormalization}
     assert layer_types(synchronized_batchnorm=True) == {keras.layers.BatchNormalization}
     assert layer_types(fused_batchnorm=False) == {keras.layers.BatchNormalization}
+
+
+def test_fuse_changes_keras_layers_in_nested_models_in_place():
+    class OwnBatchNorm(keras.layers.BatchNormalization):
+        pass
+
+    inner = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization(name="inner_bn")])
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.BatchNormalization(name="outer_bn")(inner(inputs))
+    net = keras.Model(inputs, OwnBatchNorm(name="own_bn")(x))
+    layers = {layer.name: layer for layer in net._flatten_layers()}
+    before = {name: [id(w) for w in layer.weights] for name, layer in layers.items()}
+    assert batchnorm.fuse(net) == 2
+    assert type(layers["inner_bn"]) is type(layers["outer_bn"]) is FusedBatchNormalization
+    assert type(layers["own_bn"]) is OwnBatchNorm  # a user's subclass keeps its own code
+    assert {name: [id(w) for w in layer.weights] for name, layer in layers.items()} == before
+    assert batchnorm.fuse(net) == 0
+    graph = tf.function(lambda x: net(x, training=True)).get_concrete_function(tf.TensorSpec((2, 4, 4, 3)))
+    assert sum(op.type == "FusedBatchNormV3" for op in graph.graph.get_operations()) == 2
+    serialized = keras.saving.serialize_keras_object(layers["outer_bn"])
+    assert (serialized["module"], serialized["class_name"]) == ("keras.layers", "BatchNormalization")
 
 
 def test_saved_network_loads_with_plain_keras(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import ctkd_tf
+from ctkd_tf.batchnorm import FusedBatchNormalization
 
 import numpy_reference as ref
 from conftest import IMAGE_SHAPE, NUM_CLASSES, tiny_cnn, tiny_wrn
@@ -245,6 +246,36 @@ def test_user_sequential_models_with_validation(batch):
     history = model.fit(x, y, validation_data=(x, y), batch_size=4, epochs=2, verbose=0)
     assert {"val_loss", "val_student_accuracy", "val_attention_loss"} <= set(history.history)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_a_users_keras_batchnorm_trains_with_the_fused_kernel(batch):
+    """Networks built with Keras's own batch norm get the fused kernel in place, same step."""
+
+    def trio(fused_batchnorm):
+        nets = [
+            tiny_wrn(width, seed=seed, name=role, fused_batchnorm=False)
+            for width, seed, role in ((1, 1, "student"), (2, 2, "scratch"), (2, 3, "expert"))
+        ]
+        return ctkd_tf.CTKD(*nets, fused_batchnorm=fused_batchnorm)
+
+    def batchnorm_types(net):
+        return {type(layer) for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+    fused, plain = trio(True), trio(False)
+    assert (
+        batchnorm_types(fused.student) == batchnorm_types(fused.scratch_teacher) == {FusedBatchNormalization}
+    )
+    assert (
+        batchnorm_types(fused.expert_teacher)
+        == batchnorm_types(plain.student)
+        == {keras.layers.BatchNormalization}
+    )
+    metrics = [one_step(model, *batch) for model in (fused, plain)]
+    for name, value in metrics[1].items():
+        assert metrics[0][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    for role in ("student", "scratch_teacher"):
+        for u, v in zip(weights(getattr(fused, role)), weights(getattr(plain, role)), strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
 
 
 def test_evaluate_and_predict_use_the_student_in_inference_mode(batch):
