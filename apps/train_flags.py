@@ -101,6 +101,12 @@ _EXPORT = flags.DEFINE_list(
     "export", list(_D.export), f"Student exports: {', '.join(export.EXPORT_FORMATS)}."
 )
 _QUANTIZE = flags.DEFINE_bool("tflite_quantize", _D.tflite_quantize, "Also an int8 TFLite student.")
+_VALIDATE = flags.DEFINE_bool(
+    "validate_every_epoch",
+    _D.validate_every_epoch,
+    "Score --eval_split after every epoch (log.csv, TensorBoard); --novalidate_every_epoch scores it "
+    "once, after the last epoch, and saves that time.",
+)
 _VERBOSE = flags.DEFINE_integer("verbose", _D.verbose, "0 silent, 1 progress bars, 2 a line per epoch.")
 
 flags.register_validator(

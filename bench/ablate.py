@@ -59,6 +59,7 @@ def main():
         lr_schedule=args.lr_schedule,
         expert_weights=args.expert_weights,
         expert_epochs=args.epochs,
+        validate_every_epoch=False,  # scored once, after the last epoch: all the table uses
     )
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.variants.split(","):

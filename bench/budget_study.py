@@ -87,6 +87,7 @@ def main():
                 lr_schedule="cosine",
                 expert_weights=args.expert_weights,
                 seed=seed,
+                validate_every_epoch=False,  # scored once, after the last epoch: all the study uses
                 model_dir=os.path.join(args.work_dir, run),
                 **VARIANTS[name],
             )

@@ -83,6 +83,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     export: tuple = ()
     tflite_quantize: bool = False
+    validate_every_epoch: bool = True
     verbose: int = 1
 
     def __post_init__(self):
@@ -415,7 +416,8 @@ class Stage:
         ]
         return model.fit(
             self.train_ds,
-            validation_data=self.eval_ds,
+            # Without it, the split is scored once, by the final evaluation.
+            validation_data=self.eval_ds if self.config.validate_every_epoch else None,
             epochs=epochs,
             callbacks=all_callbacks,
             shuffle=False,  # the pipeline shuffles, per epoch and resumably
@@ -471,4 +473,9 @@ def read_history(path):
         return {}
     with open(path) as file:
         rows = list(csv.DictReader(file))
-    return {key: [float(row[key]) for row in rows if row.get(key)] for key in (rows[0] if rows else {})}
+    # Keras writes "NA" where an epoch lacks a column (validation metrics, when not validating).
+    columns = {
+        key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")]
+        for key in (rows[0] if rows else {})
+    }
+    return {key: values for key, values in columns.items() if values}

@@ -160,6 +160,18 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     assert again["history"] == result["history"] and again["student_accuracy"] == result["student_accuracy"]
 
 
+def test_without_validation_every_epoch_the_run_trains_the_same_and_scores_once(tmp_path):
+    validated = tiny_config(tmp_path, name="validated", epochs=2)
+    once = dataclasses.replace(validated, model_dir=str(tmp_path / "once"), validate_every_epoch=False)
+    results = [train.train_and_evaluate(config) for config in (validated, once)]
+    assert "val_student_accuracy" in results[0]["history"]
+    assert not any(key.startswith("val_") for key in results[1]["history"])
+    assert results[1]["history"]["epoch"] == [0.0, 1.0]
+    assert results[1]["student_accuracy"] == results[0]["student_accuracy"]
+    for a, b in zip(student_weights(validated.model_dir), student_weights(once.model_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     config = tiny_config(tmp_path, epochs=1, method="student")
     train.train_and_evaluate(config)
