@@ -161,7 +161,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_without_validation_every_epoch_the_run_trains_the_same_and_scores_once(tmp_path):
-    validated = tiny_config(tmp_path, name="validated", epochs=2)
+    validated = tiny_config(tmp_path, name="validated", epochs=2, method="student")
     once = dataclasses.replace(validated, model_dir=str(tmp_path / "once"), validate_every_epoch=False)
     results = [train.train_and_evaluate(config) for config in (validated, once)]
     assert "val_student_accuracy" in results[0]["history"]
