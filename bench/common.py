@@ -98,7 +98,7 @@ def forward_flops(model):
     flops = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels = layer.output.shape
+            _, height, width, _ = layer.output.shape
             kernel = int(np.prod(layer.kernel.shape))  # kh * kw * in * out
             flops += 2 * height * width * kernel
         elif isinstance(layer, keras.layers.Dense):

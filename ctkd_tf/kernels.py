@@ -77,9 +77,9 @@ def sum_gradients_in_a_fixed_order():
     Returns:
         Whether it took effect (False: this TensorFlow lacks the internals it replaces).
     """
-    import functools
-
     import tensorflow as tf
+
+    from ctkd_tf.losses import fixed_order_sum
 
     try:
         from tensorflow.python import pywrap_tfe
@@ -92,7 +92,7 @@ def sum_gradients_in_a_fixed_order():
 
     def aggregate(gradients):
         if len(gradients) > 2 and all(isinstance(g, tf.Tensor) for g in gradients):
-            return functools.reduce(tf.math.add, gradients)
+            return fixed_order_sum(gradients)
         return default_aggregate(gradients)  # one or two (exact), or sparse ones
 
     pywrap_tfe.TFE_Py_RegisterVSpace(vspace._replace(aggregate_fn=aggregate))
