@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -71,6 +72,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     it. The workers of a synchronous run hold the same weights; one backup is
     enough, and several processes writing one file would corrupt it.
 
+    The checkpoint also records `wall_time_s`, the seconds of `fit` it took to train
+    its epochs, summed over the processes that trained them: a run resumed five
+    times reports what it cost, not what its last process took.
+
     Args:
         backup_dir: the backup folder, shared by the workers.
         chief: whether this process writes the backup.
@@ -79,6 +84,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, chief=True):
         super().__init__(backup_dir, delete_checkpoint=False)
         self.chief = chief
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._started = time.monotonic()
+        self._earlier = checkpoint_metadata(self.backup_dir).get("wall_time_s", 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.chief:
@@ -90,7 +100,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         partial = os.path.join(self.backup_dir, f"partial.{name}")
         self.model.save_weights(partial, overwrite=True)
         os.replace(partial, os.path.join(self.backup_dir, name))
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "weights": name,
+            "wall_time_s": round(self._earlier + time.monotonic() - self._started, 1),
+        }
         with open(f"{self._training_metadata_path}.partial", "w") as file:
             json.dump(metadata, file)
         os.replace(f"{self._training_metadata_path}.partial", self._training_metadata_path)  # the commit
@@ -106,7 +121,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 def checkpoint_metadata(backup_dir):
-    """The committed checkpoint of `backup_dir`: `{"epoch": completed epochs, "weights": file}`, or {}."""
+    """The committed checkpoint of `backup_dir`, or {}.
+
+    `{"epoch": completed epochs, "weights": file, "wall_time_s": seconds trained}`;
+    checkpoints of older versions lack `wall_time_s`.
+    """
     path = os.path.join(backup_dir, "training_metadata.json")
     if not os.path.exists(path):
         return {}

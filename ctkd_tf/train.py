@@ -221,7 +221,8 @@ def _train_and_evaluate(config, callbacks):
         results["exports"] = export.export_student(
             student, os.path.join(out, "export"), config.export, representative
         )
-    results["wall_time_s"] = round(time.time() - start, 1)
+    # This process's time, and what earlier processes of the run trained before a resume.
+    results["wall_time_s"] = round(time.time() - start + stage.earlier_wall_time_s, 1)
     results["history"] = read_history(os.path.join(out, "log.csv"))
     with open(os.path.join(out, "results.json"), "w") as file:
         json.dump(results, file, indent=2)
@@ -278,6 +279,7 @@ class Stage:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.out = distribute.output_dir(config.model_dir, strategy)
+        self.earlier_wall_time_s = 0.0  # training time of processes this one resumes
         os.makedirs(self.out, exist_ok=True)
         train_split = train_split or config.train_split
         eval_split = eval_split or config.eval_split
@@ -401,8 +403,10 @@ class Stage:
         chief = distribute.is_chief(self.strategy)
         backup_dir = os.path.join(self.config.model_dir, stage_dir, "checkpoints")
         log = os.path.join(workdir, "log.csv")
+        checkpoint = ctkd_callbacks.checkpoint_metadata(backup_dir)
+        self.earlier_wall_time_s += checkpoint.get("wall_time_s", 0.0)
         # Rows of epochs after the checkpoint are written again when the resume redoes them.
-        ctkd_callbacks.trim_log(log, ctkd_callbacks.checkpoint_metadata(backup_dir).get("epoch", 0))
+        ctkd_callbacks.trim_log(log, checkpoint.get("epoch", 0))
         all_callbacks = [
             ctkd_callbacks.DataEpoch(self.train_info.epoch),
             ctkd_callbacks.NaNGuard(),
@@ -433,6 +437,11 @@ class Stage:
             path = os.path.join(self.out, "expert.keras")
         if os.path.exists(path):
             logging.info("Stage 1: using the trained expert %s", path)
+            if not config.expert_weights:  # trained by an earlier process of this run
+                backup_dir = os.path.join(config.model_dir, "expert", "checkpoints")
+                self.earlier_wall_time_s += ctkd_callbacks.checkpoint_metadata(backup_dir).get(
+                    "wall_time_s", 0.0
+                )
             with self.strategy.scope():
                 return keras.models.load_model(path)
         logging.info(

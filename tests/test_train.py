@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -148,7 +149,16 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(resumed, callbacks=[Interrupt()])
     assert not (Path(resumed.model_dir) / "student.keras").exists()
+    backup = Path(resumed.model_dir) / "checkpoints"
+    interrupted = ctkd_callbacks.checkpoint_metadata(backup)
+    assert interrupted["epoch"] == 2 and interrupted["wall_time_s"] > 0
+    began = time.monotonic()
     result = train.train_and_evaluate(resumed)
+    # The time reported is the whole run's: the interrupted process's epochs and this one.
+    assert result["wall_time_s"] == pytest.approx(
+        interrupted["wall_time_s"] + time.monotonic() - began, abs=0.5
+    )
+    assert ctkd_callbacks.checkpoint_metadata(backup)["wall_time_s"] > interrupted["wall_time_s"]
     assert result["history"]["epoch"] == [0.0, 1.0, 2.0]
     # The step schedule went on from the restored optimizer: 0.1, 0.1, then 0.02.
     np.testing.assert_allclose(result["history"]["learning_rate"], [0.1, 0.1, 0.02], rtol=1e-6)
