@@ -14,12 +14,15 @@ from ctkd_tf import experts
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished --method=student run.", required=True)
 _NAME = flags.DEFINE_string("name", None, "The registry name, e.g. cifar10_wrn40_1.", required=True)
 _DATA_NOTE = flags.DEFINE_string("data_note", "", "What the training images were, for the card.")
+_NOTE = flags.DEFINE_string(
+    "note", "", "Anything else the card should say, e.g. how the run departed from its command."
+)
 
 
 def main(argv):
     del argv
     try:
-        card = experts.ship(_RUN_DIR.value, _NAME.value, _DATA_NOTE.value)
+        card = experts.ship(_RUN_DIR.value, _NAME.value, _DATA_NOTE.value, note=_NOTE.value)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     print(

@@ -92,16 +92,17 @@ def portable_flags(flags, name):
     return portable
 
 
-def ship(run_dir, name, data_note="", weights_dir=None):
+def ship(run_dir, name, data_note="", weights_dir=None, note=""):
     """Registers the student of a finished `--method=student` run as an expert.
 
     Copies `run_dir/student.keras` to `weights_dir/<name>.keras` (the package's
     registry by default) and writes its card: the network, classes and normalisation
     it expects, the command and flags that trained it (without the paths of this
     machine: `--data_dir` and `--model_dir` become `<data_dir>` and `runs/<name>`),
-    its accuracy from `results.json`, the machine, the versions and the file's
-    sha256. Its data must be at hand: the card records the normalisation measured on
-    it.
+    its accuracy from `results.json`, the learning rate and accuracy of every epoch
+    as the run logged them (the schedule it actually followed, resumes included), the
+    machine, the versions and the file's sha256. Its data must be at hand: the card
+    records the normalisation measured on it.
 
     Args:
         run_dir: the `--model_dir` of a finished `apps/train.py --method=student` run.
@@ -109,6 +110,8 @@ def ship(run_dir, name, data_note="", weights_dir=None):
         data_note: what the training images were, named by their public source
             (the card's `data`; `<data_dir>` in its command stands for them).
         weights_dir: the registry folder; `WEIGHTS_DIR` by default.
+        note: anything else a user of the expert should know (the card's `note`),
+            for example how the run departed from its command.
 
     Returns:
         The card, as written.
@@ -132,6 +135,7 @@ def ship(run_dir, name, data_note="", weights_dir=None):
     shutil.copyfile(run_dir / "student.keras", target)
     flags = run_dir / "flags.txt"
     flags = portable_flags(flags.read_text().split(), name) if flags.exists() else None
+    history = results.get("history", {})
     recipe = ("epochs", "batch_size", "learning_rate", "lr_schedule", "momentum", "weight_decay", "seed")
     card = {
         "name": name,
@@ -149,10 +153,16 @@ def ship(run_dir, name, data_note="", weights_dir=None):
         "test_split": results["eval_split"],
         "test_examples": results["eval_examples"],
         "test_accuracy": results["student_accuracy"],
+        "per_epoch": {
+            "learning_rate": history.get("learning_rate"),
+            "test_accuracy": history.get("val_student_accuracy"),
+        },
         "wall_time_s": results["wall_time_s"],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "sha256": sha256(target),
     }
+    if note:
+        card["note"] = note
     (weights_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -67,10 +67,18 @@ def test_ship_registers_a_trained_run(tmp_path):
     assert json.loads((tmp_path / "weights" / "mine.json").read_text()) == card
     assert card["test_accuracy"] == result["student_accuracy"] and card["class_names"] == ["a", "b"]
     assert card["recipe"]["epochs"] == 1 and card["flags"] is None  # flags.txt comes from apps/train.py
+    assert card["per_epoch"] == {
+        "learning_rate": result["history"]["learning_rate"],
+        "test_accuracy": result["history"]["val_student_accuracy"],
+    }
+    assert len(card["per_epoch"]["learning_rate"]) == 1 and "note" not in card
     (tmp_path / "run" / "flags.txt").write_text(
         f"--data_dir={run.data_dir}\n--model_dir={run.model_dir}\n--epochs=1\n"
     )
-    card = experts.ship(run.model_dir, "mine", "tiny images", weights_dir=tmp_path / "weights")
+    card = experts.ship(
+        run.model_dir, "mine", "tiny images", weights_dir=tmp_path / "weights", note="resumed"
+    )
+    assert card["note"] == "resumed"
     assert card["flags"] == ["--data_dir=<data_dir>", "--model_dir=runs/mine", "--epochs=1"]
     assert card["command"] == "python apps/train.py " + " ".join(card["flags"])
     assert experts.sha256(shipped) == experts.sha256(tmp_path / "run" / "student.keras")
