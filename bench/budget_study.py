@@ -1,6 +1,6 @@
 """When does the scratch teacher pay? Student accuracy against the training budget, per method.
 
-Run: python bench/budget_study.py --expert_weights=cifar10_wrn40_1_e50
+Run: python bench/budget_study.py --expert_weights=cifar10_wrn40_1_e100
 
 Trains the WRN-16-1 student alone (`student`), with AT+KD (`at_kd`, no scratch teacher),
 with Rocket Launching (`rl`, no expert), with the paper's CTKD (`paper`) and with the
@@ -46,7 +46,7 @@ def parse_args():
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--all_seeds_methods", default=f"{RECIPE},{BASELINE}")
     parser.add_argument("--eval_split", default="test")
-    parser.add_argument("--expert_weights", default="cifar10_wrn40_1_e50")
+    parser.add_argument("--expert_weights", default="cifar10_wrn40_1_e100")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "budget"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_budget", help="checkpoints and logs of the runs")
     parser.add_argument("--report_only", action="store_true", help="write the table and plot, train nothing")
