@@ -168,6 +168,30 @@ def train_and_evaluate(config, callbacks=()):
         return _train_and_evaluate(config, callbacks)
 
 
+def record_config(path, config):
+    """Writes `config` to `path`, warning first of what differs from the config it replaces.
+
+    A run resumed with other settings (say `--epochs=100` on a finished 50-epoch run,
+    which stretches a cosine schedule mid-run) goes on from its checkpoint with the new
+    ones; the warning and `log.csv`'s per-epoch learning rate keep that visible.
+    """
+    new = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as read back
+    if os.path.exists(path):
+        with open(path) as file:
+            old = json.load(file)
+        changed = [
+            f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items() if old.get(key) != value
+        ]
+        if changed:
+            logging.warning(
+                "%s was started with other settings; it resumes with the new ones (%s).",
+                os.path.dirname(path),
+                "; ".join(changed),
+            )
+    with open(path, "w") as file:
+        json.dump(new, file, indent=2)
+
+
 @contextlib.contextmanager
 def dtype_policy(name):
     """Keras's global dtype policy set to `name` for a run, restored afterwards."""
@@ -182,8 +206,7 @@ def dtype_policy(name):
 def _train_and_evaluate(config, callbacks):
     start = time.time()
     stage = Stage(config)
-    with open(os.path.join(stage.out, "config.json"), "w") as file:
-        json.dump(dataclasses.asdict(config), file, indent=2)
+    record_config(os.path.join(stage.out, "config.json"), config)
     uses_scratch, uses_expert = TEACHERS[config.method]
     expert = stage.expert() if uses_expert else None
 
@@ -404,6 +427,13 @@ class Stage:
         backup_dir = os.path.join(self.config.model_dir, stage_dir, "checkpoints")
         log = os.path.join(workdir, "log.csv")
         checkpoint = ctkd_callbacks.checkpoint_metadata(backup_dir)
+        if checkpoint:
+            logging.info(
+                "Resuming from the checkpoint of epoch %d of %d (%.0f s of training so far)",
+                checkpoint["epoch"],
+                epochs,
+                checkpoint.get("wall_time_s", 0.0),
+            )
         self.earlier_wall_time_s += checkpoint.get("wall_time_s", 0.0)
         # Rows of epochs after the checkpoint are written again when the resume redoes them.
         ctkd_callbacks.trim_log(log, checkpoint.get("epoch", 0))

@@ -182,7 +182,8 @@ def test_without_validation_every_epoch_the_run_trains_the_same_and_scores_once(
         np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, caplog):
+    caplog.set_level("INFO", logger="absl")
     config = tiny_config(tmp_path, epochs=1, method="student")
     train.train_and_evaluate(config)
     backup = Path(config.model_dir) / "checkpoints"
@@ -192,6 +193,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="loss became (nan|inf).*last completed epoch is kept"):
         train.train_and_evaluate(diverging)
     assert checkpoint.read_bytes() == saved
+    # The resume with other settings said so, naming each change.
+    warnings = [r.getMessage() for r in caplog.records if "started with other settings" in r.getMessage()]
+    assert len(warnings) == 1
+    for change in ("epochs: 1 -> 2", "learning_rate: 0.1 -> 1e+30", "lr_boundaries: ["):
+        assert change in warnings[0]
+    assert "Resuming from the checkpoint of epoch 1 of 2" in caplog.text
 
 
 def test_tflite_export_agrees_with_the_keras_student(tmp_path):
