@@ -1,7 +1,7 @@
 """Images per second of the CTKD training step and of its parts, against this CPU's limit.
 
 Run: python bench/throughput.py [--processes=5] [--precision=float32|mixed_bfloat16]
-     [--jit_compile] [--keras_batchnorm] [--deterministic] [--steps=16]
+     [--jit_compile] [--keras_batchnorm] [--deterministic] [--steps=16] [--side_by_side]
 
 First the machine's measured fp32 matrix-multiply peak (GFLOP/s), and the step's
 physical limit: that peak over the step's arithmetic (forward and backward of the
@@ -15,7 +15,9 @@ step's as 1 / (1/student + 1/scratch + 1/expert) (a ratio >= 1 means the joint s
 costs no more than its parts); the plain-KD step; the peak memory. Synthetic data, so
 the input pipeline is not measured (see input_pipeline.py). `--keras_batchnorm` trains
 the networks with Keras's own batch norm (the figures before the fused one: the models
-get `fused_batchnorm=False`).
+get `fused_batchnorm=False`). `--side_by_side` then runs the same fresh processes all
+at once, the cores split between them, and prints their sum against one process at a
+time: what running independent trainings (seeds, trials, a study's runs) together gains.
 """
 
 import argparse
@@ -110,15 +112,31 @@ class Bench:
         return rate(step, self.args.batch_size, self.args.steps)
 
 
-def ctkd_in_fresh_processes(args):
-    """[(CTKD step images/s, matmul peak GFLOP/s just before it)], each pair from a new process."""
+def ctkd_in_fresh_processes(args, side_by_side=False):
+    """[(CTKD step images/s, matmul peak GFLOP/s just before it)], each pair from a new process.
+
+    One process after the other, with the threads TensorFlow picks; or, `side_by_side`,
+    all at once, the cores split between them (one op at a time each).
+    """
     command = [sys.executable, __file__, "--ctkd_only", *sys.argv[1:]]
-    measured = []
-    for _ in range(args.processes):
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        measured.append((result["ctkd"], result["peak"]))
-    return measured
+    env = None
+    if side_by_side:
+        threads = max(1, os.cpu_count() // args.processes)
+        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
+
+    def start():
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def result(process):
+        out, err = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"a timing process failed:\n{err}")
+        measured = json.loads(out.strip().splitlines()[-1])
+        return measured["ctkd"], measured["peak"]
+
+    if side_by_side:
+        return [result(process) for process in [start() for _ in range(args.processes)]]
+    return [result(start()) for _ in range(args.processes)]
 
 
 def main():
@@ -134,6 +152,11 @@ def main():
     parser.add_argument("--student", default="wrn16_1")
     parser.add_argument("--teacher", default="wrn40_1")
     parser.add_argument("--no_parts", action="store_true", help="only the CTKD step in fresh processes")
+    parser.add_argument(
+        "--side_by_side",
+        action="store_true",
+        help="then the same processes all at once, the cores split between them (use --steps=100)",
+    )
     parser.add_argument(
         "--deterministic", action="store_true", help="what --deterministic of the apps runs (issue #16)"
     )
@@ -176,6 +199,15 @@ def main():
         f"    spread (max / min): step {rates.max() / rates.min():.2f}, matmul peak "
         f"{peaks.max() / peaks.min():.2f}, share {shares.max() / shares.min():.2f}"
     )
+    if args.side_by_side:
+        together = np.array(ctkd_in_fresh_processes(args, side_by_side=True))[:, 0]
+        threads = max(1, os.cpu_count() // args.processes)
+        print(
+            f"  side by side, {args.processes} processes of {threads} thread(s) each: "
+            + ", ".join(f"{r:.1f}" for r in together)
+            + f" images/s; together {together.sum():.1f}, {together.sum() / rates.mean():.2f}x one "
+            "process at a time (the mean above)"
+        )
     if args.no_parts:
         return
     expert = ctkd.expert_teacher

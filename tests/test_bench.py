@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,40 @@ import common  # noqa: E402
 def test_every_recipe_is_a_valid_config(name):
     config = train.TrainConfig(**common.VARIANTS[name])
     assert config.method in train.METHODS
+
+
+def test_processes_sharing_a_series_of_runs_skip_the_run_another_trains(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(
+        train, "train_and_evaluate", lambda config: trained.append(config) or {"student_accuracy": 0.5}
+    )
+    config, result = train.TrainConfig(), tmp_path / "run.json"
+    holder = subprocess.Popen(  # another process training the run: it holds the run's lock
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run.lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert common.run_once(config, result) is None and not trained and not result.exists()
+    finally:
+        holder.kill()  # killed: the system releases its lock
+        holder.wait()
+    assert common.run_once(config, result, method="mine") == {
+        "student_accuracy": 0.5,
+        "config": dataclasses.asdict(config),
+        "method": "mine",
+    }
+    assert trained == [config] and json.loads(result.read_text())["method"] == "mine"
+    assert not (tmp_path / "run.lock").exists()
+    assert common.run_once(config, result)["student_accuracy"] == 0.5 and trained == [config]  # not again
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def test_the_study_runs_the_first_seed_everywhere_before_the_other_seeds():
