@@ -125,6 +125,9 @@ def report(out):
     experts = ", ".join(
         sorted({f"{100 * r['expert_accuracy']:.2f} %" for r in every if "expert_accuracy" in r})
     )
+    threads = ", ".join(sorted({str(r.get("intra_op_threads", "default")) for r in every}))
+    if "1" in threads:
+        threads += "; one thread each is two runs at a time, side by side"
     flops = {m: config_step_flops(runs[m][next(iter(runs[m]))][0]["config"]) for m in methods}
     lines = [
         f"Last-epoch top-1 (%) on `{some['eval_split']}` of the JPEG copy of CIFAR-10, WRN-16-1 student, "
@@ -137,7 +140,8 @@ def report(out):
         "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
         "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
         "",
-        "Wall time per run (minutes, mean over seeds; longer where the machine also ran other work):",
+        "Wall time per run (minutes, mean over seeds; longer where the machine also ran other work; "
+        f"intra-op threads: {threads}):",
         "",
         *_table(
             runs, methods, sizes, lambda results: f"{np.mean([r['wall_time_s'] for r in results]) / 60:.0f}"

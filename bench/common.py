@@ -155,7 +155,9 @@ def run_once(config, result_path, **labels):
         if result_path.exists():  # finished by another process since the check above
             return json.loads(result_path.read_text())
         result = train.train_and_evaluate(config)
-        result.update(config=dataclasses.asdict(config), **labels)
+        # The threads it had: runs sharing the machine side by side take one each.
+        threads = os.environ.get("TF_NUM_INTRAOP_THREADS", "default")
+        result.update(config=dataclasses.asdict(config), intra_op_threads=threads, **labels)
         partial = result_path.with_suffix(".partial")
         partial.write_text(json.dumps(result, indent=2))
         os.replace(partial, result_path)  # a run killed while writing leaves no half a JSON
