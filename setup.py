@@ -31,7 +31,7 @@ setup(
         "importlib-resources",  # tensorflow-datasets imports it for its builders
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.17,<0.18"],
+        "test": ["pytest>=7", "pytest-xdist>=3,<4", "ruff>=0.17,<0.18"],
         "bench": ["matplotlib", "tensorboard-plugin-profile"],
     },
     license="Apache-2.0",
