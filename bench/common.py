@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -53,14 +54,23 @@ def cifar10_root():
 
     Unpacks `../shared/data/cifar10-jpeg.zip` into `$CTKD_CIFAR10_DIR` (default
     /tmp/ctkd_cifar10_jpeg) on first use; exits with a message when it is absent.
+    Each process unpacks into a folder of its own and renames it into place whole, so
+    processes started together (two sharing a series of runs) never read a half-written
+    image, and a copy left incomplete by a killed process is replaced.
     """
-    done = CACHE / ".complete"
-    if not done.exists():
+    if not (CACHE / ".complete").exists():
         if not ARCHIVE.exists():
             sys.exit(f"skipped: the real CIFAR-10 archive is not at {ARCHIVE}")
+        partial = CACHE.with_name(f"{CACHE.name}.partial{os.getpid()}")
         with zipfile.ZipFile(ARCHIVE) as archive:
-            archive.extractall(CACHE)
-        done.touch()
+            archive.extractall(partial)
+        (partial / ".complete").touch()
+        if CACHE.exists() and not (CACHE / ".complete").exists():
+            shutil.rmtree(CACHE)  # incomplete: unpacked in place by an older version, then killed
+        try:
+            os.rename(partial, CACHE)
+        except OSError:  # another process put its copy in place first
+            shutil.rmtree(partial)
     return str(next(p.parent for p in CACHE.rglob("train") if (p.parent / "test").is_dir()))
 
 

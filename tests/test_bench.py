@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +59,27 @@ fcntl.flock(lock, fcntl.LOCK_EX)
 print("locked", flush=True)
 time.sleep(600)
 """
+
+
+def test_the_images_are_unpacked_whole_once_and_an_incomplete_copy_is_replaced(tmp_path, monkeypatch):
+    archive, cache = tmp_path / "cifar10.zip", tmp_path / "cache"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for split in ("train", "test"):
+            zipped.writestr(f"cifar10/{split}/cat/0.jpg", b"jpeg")
+    monkeypatch.setattr(common, "ARCHIVE", archive)
+    monkeypatch.setattr(common, "CACHE", cache)
+    (cache / "cifar10" / "train").mkdir(parents=True)  # a killed unpack: no test/, no marker
+    targets, extract = [], zipfile.ZipFile.extractall
+    monkeypatch.setattr(
+        zipfile.ZipFile, "extractall", lambda z, path: targets.append(path) or extract(z, path)
+    )
+    assert common.cifar10_root() == str(cache / "cifar10")
+    # Unpacked beside the cache and renamed into place: a reader never sees it half-written.
+    assert len(targets) == 1 and targets[0].parent == tmp_path and targets[0] != cache
+    assert (cache / "cifar10" / "test" / "cat" / "0.jpg").read_bytes() == b"jpeg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cifar10.zip"]  # no partial copies
+    archive.unlink()  # unpacked once: the archive is not needed again
+    assert common.cifar10_root() == str(cache / "cifar10")
 
 
 def test_the_study_runs_the_first_seed_everywhere_before_the_other_seeds():
