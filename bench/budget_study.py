@@ -125,8 +125,9 @@ def report(out):
     experts = ", ".join(
         sorted({f"{100 * r['expert_accuracy']:.2f} %" for r in every if "expert_accuracy" in r})
     )
-    threads = ", ".join(sorted({str(r.get("intra_op_threads", "default")) for r in every}))
-    if "1" in threads:
+    settings = sorted({str(r.get("intra_op_threads", "default")) for r in every})
+    threads = ", ".join(settings)
+    if "1" in settings:
         threads += "; one thread each is two runs at a time, side by side"
     flops = {m: config_step_flops(runs[m][next(iter(runs[m]))][0]["config"]) for m in methods}
     lines = [

@@ -112,6 +112,11 @@ class Bench:
         return rate(step, self.args.batch_size, self.args.steps)
 
 
+def side_by_side_threads(processes):
+    """Intra-op threads of each of `processes` processes sharing the cores."""
+    return max(1, os.cpu_count() // processes)
+
+
 def ctkd_in_fresh_processes(args, side_by_side=False):
     """[(CTKD step images/s, matmul peak GFLOP/s just before it)], each pair from a new process.
 
@@ -121,8 +126,8 @@ def ctkd_in_fresh_processes(args, side_by_side=False):
     command = [sys.executable, __file__, "--ctkd_only", *sys.argv[1:]]
     env = None
     if side_by_side:
-        threads = max(1, os.cpu_count() // args.processes)
-        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
+        threads = str(side_by_side_threads(args.processes))
+        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}
 
     def start():
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -201,9 +206,9 @@ def main():
     )
     if args.side_by_side:
         together = np.array(ctkd_in_fresh_processes(args, side_by_side=True))[:, 0]
-        threads = max(1, os.cpu_count() // args.processes)
         print(
-            f"  side by side, {args.processes} processes of {threads} thread(s) each: "
+            f"  side by side, {args.processes} processes of "
+            f"{side_by_side_threads(args.processes)} thread(s) each: "
             + ", ".join(f"{r:.1f}" for r in together)
             + f" images/s; together {together.sum():.1f}, {together.sum() / rates.mean():.2f}x one "
             "process at a time (the mean above)"
