@@ -14,7 +14,8 @@ resumes where it stopped), then `table.md` and `budget.png` from whatever has fi
 
 The scratch teacher costs arithmetic: the recipe's step is about 2.5x AT+KD's. Runs of
 other epochs join the same table and plot, so AT+KD trained 2.5x longer answers the
-question at equal cost, for example:
+question at equal cost (the table sets each recipe budget against the AT+KD budget of
+about the same arithmetic), for example:
 
     python bench/budget_study.py --methods=at_kd --train_examples=50000 --epochs=25 --seeds=0
 """
@@ -141,6 +142,7 @@ def report(out):
         "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
         "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
         "",
+        *equal_arithmetic(runs, flops),
         "Wall time per run (minutes, mean over seeds; longer where the machine also ran other work; "
         f"intra-op threads: {threads}):",
         "",
@@ -189,6 +191,35 @@ def _gain_cell(runs, size):
         return ""
     spread = f" +- {np.std(values):.2f}" if len(values) > 1 else ""
     return f"{np.mean(values):+.2f}{spread} (n={len(values)})"
+
+
+def equal_arithmetic(runs, flops, within=1.25):
+    """Lines setting each recipe budget against AT+KD trained for about the same arithmetic.
+
+    The scratch teacher is paid for in arithmetic: the question is whether AT+KD, run
+    longer for the same cost, does as well. For each budget of the recipe, the AT+KD
+    budget of the nearest total arithmetic, if within a factor `within`.
+    """
+    if RECIPE not in runs or BASELINE not in runs:
+        return []
+    cost = {m: {s: image_steps(s) * flops[m] for s in runs[m]} for m in (RECIPE, BASELINE)}
+    lines = []
+    for size in sorted(runs[RECIPE], key=image_steps):
+        ratio = {s: c / cost[RECIPE][size] for s, c in cost[BASELINE].items()}
+        match = min(ratio, key=lambda s: abs(np.log(ratio[s])))
+        if abs(np.log(ratio[match])) > np.log(within):
+            continue
+        pair = ((RECIPE, size), (BASELINE, match))
+        accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
+        cells = [
+            f"{m} at {s[0]:,} x {s[1]} ({cost[m][s] / 1e15:.3g} PFLOP): {_mean_std(a)}"
+            for (m, s), a in zip(pair, accuracies)
+        ]
+        difference = 100 * (np.mean(accuracies[0]) - np.mean(accuracies[1]))
+        lines.append(f"- {cells[0]}; {cells[1]}; difference {difference:+.2f} points.")
+    if not lines:
+        return []
+    return [f"At about equal training arithmetic (within {within}x):", "", *lines, ""]
 
 
 def _mean_std(accuracies):
