@@ -126,6 +126,8 @@ def report(out):
     experts = ", ".join(
         sorted({f"{100 * r['expert_accuracy']:.2f} %" for r in every if "expert_accuracy" in r})
     )
+    expert = f"`{some['config']['expert_weights']}`"
+    expert = f"expert {expert} ({experts} on the same images)" if experts else "no expert in these runs yet"
     settings = sorted({str(r.get("intra_op_threads", "default")) for r in every})
     threads = ", ".join(settings)
     if "1" in settings:
@@ -133,8 +135,7 @@ def report(out):
     flops = {m: config_step_flops(runs[m][next(iter(runs[m]))][0]["config"]) for m in methods}
     lines = [
         f"Last-epoch top-1 (%) on `{some['eval_split']}` of the JPEG copy of CIFAR-10, WRN-16-1 student, "
-        f"WRN-40-1 teachers, the first N training images x E epochs (cosine), expert "
-        f"`{some['config']['expert_weights']}` ({experts or 'unused'} on the same images); "
+        f"WRN-40-1 teachers, the first N training images x E epochs (cosine), {expert}; "
         f"{machine()}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",
         *_table(runs, methods, sizes, _accuracy_cell, gain=True),

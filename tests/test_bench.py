@@ -130,6 +130,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
             eval_split="test",
             student_accuracy=accuracy,
             scratch_accuracy=0.75 if method == "both_kd" else None,
+            expert_accuracy=0.905,
             wall_time_s=60.0 * epochs,
             config=config,
             **({"intra_op_threads": "1"} if epochs == 25 else {}),  # others predate the field
@@ -148,6 +149,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     assert f"at_kd {(3 * student + teacher) / 1e9:.3f}" in table
     assert f"both_kd {(3 * student + 4 * teacher) / 1e9:.3f}" in table
     assert "intra-op threads: 1, default; one thread each is two runs at a time" in table
+    assert "expert `None` (90.50 % on the same images)" in table
     # AT+KD for 25 epochs costs about what the recipe costs for 10: the two are set side by side.
     equal = [line for line in table.splitlines() if line.startswith("- both_kd at 100 x 10")]
     assert len(equal) == 1 and "; at_kd at 100 x 25 (" in equal[0]
