@@ -138,7 +138,7 @@ def report(out):
         f"WRN-40-1 teachers, the first N training images x E epochs (cosine), {expert}; "
         f"{machine()}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",
-        *_table(runs, methods, sizes, _accuracy_cell, gain=True),
+        *_table(runs, methods, sizes, _accuracy_cell, gain=RECIPE in runs and BASELINE in runs),
         "",
         "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
         "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
@@ -237,8 +237,10 @@ def plot(out, runs, methods, sizes, flops):
     import matplotlib.pyplot as plt
 
     figure, (steps, compute, gain) = plt.subplots(1, 3, figsize=(17, 4.8))
-    for index, method in enumerate(methods):
-        color = f"C{index}"
+    # The study's methods keep their colours however many have finished; others come after.
+    palette = [*METHODS, *(m for m in methods if m not in METHODS)]
+    for method in methods:
+        color = f"C{palette.index(method) % 10}"
         points = sorted(runs[method].items(), key=lambda item: image_steps(item[0]))
         x = np.array([image_steps(s) for s, _ in points])
         student = [[100 * r["student_accuracy"] for r in rs] for _, rs in points]

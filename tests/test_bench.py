@@ -157,6 +157,17 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     assert (tmp_path / "budget.png").stat().st_size > 0
 
 
+def test_the_report_has_no_gain_column_before_the_recipe_and_at_kd_have_run(tmp_path):
+    config = dataclasses.asdict(train.TrainConfig(epochs=10, **common.VARIANTS["student"]))
+    result = dict(method="student", seed=0, train_examples=100, epochs=10, eval_split="test")
+    result.update(student_accuracy=0.5, scratch_accuracy=None, wall_time_s=60.0, config=config)
+    (tmp_path / "student_n100_e10_seed0.json").write_text(json.dumps(result))
+    budget_study.report(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "| 1,000 | 100 x 10 | 50.00 (n=1) |\n" in table
+    assert "gain" not in table and "no expert in these runs yet" in table
+
+
 def test_the_rewritten_convolution_gradients_equal_tensorflows():
     import profile_step
 
