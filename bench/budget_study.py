@@ -12,10 +12,11 @@ gain (recipe minus AT+KD) has a seed spread. Runs go in that order (the first se
 every budget first), one JSON per run in --out (skipped when present, so the study
 resumes where it stopped), then `table.md` and `budget.png` from whatever has finished.
 
-The scratch teacher costs arithmetic: the recipe's step is about 2.5x AT+KD's. Runs of
-other epochs join the same table and plot, so AT+KD trained 2.5x longer answers the
-question at equal cost (the table sets each recipe budget against the AT+KD budget of
-about the same arithmetic), for example:
+The scratch teacher costs arithmetic: the recipe's step is about 2.5x AT+KD's and 5x the
+student's alone. Runs of other epochs join the same table and plot, so AT+KD (or the student
+alone) trained longer on the same images answers the question at equal cost (the table sets
+each recipe budget against each method's budget of about the same arithmetic on the same N
+images), for example:
 
     python bench/budget_study.py --methods=at_kd --train_examples=50000 --epochs=25 --seeds=0
 """
@@ -195,32 +196,36 @@ def _gain_cell(runs, size):
 
 
 def equal_arithmetic(runs, flops, within=1.25):
-    """Lines setting each recipe budget against AT+KD trained for about the same arithmetic.
+    """Lines setting each recipe budget against other methods trained longer for its cost.
 
-    The scratch teacher is paid for in arithmetic: the question is whether AT+KD, run
-    longer for the same cost, does as well. For each budget of the recipe, the AT+KD
-    budget of the nearest total arithmetic, if within a factor `within`.
+    The scratch teacher is paid for in arithmetic: the question is whether AT+KD (or the
+    student alone) trained for more epochs on the same images, for about the same cost,
+    does as well. For each budget of the recipe and each other method, that method's
+    budget on the same N images with other epochs whose total arithmetic is nearest, if
+    within a factor `within`.
     """
-    if RECIPE not in runs or BASELINE not in runs:
+    if RECIPE not in runs:
         return []
-    cost = {m: {s: image_steps(s) * flops[m] for s in runs[m]} for m in (RECIPE, BASELINE)}
     lines = []
     for size in sorted(runs[RECIPE], key=image_steps):
-        ratio = {s: c / cost[RECIPE][size] for s, c in cost[BASELINE].items()}
-        match = min(ratio, key=lambda s: abs(np.log(ratio[s])))
-        if abs(np.log(ratio[match])) > np.log(within):
-            continue
-        pair = ((RECIPE, size), (BASELINE, match))
-        accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
-        cells = [
-            f"{m} at {s[0]:,} x {s[1]} ({cost[m][s] / 1e15:.3g} PFLOP): {_mean_std(a)}"
-            for (m, s), a in zip(pair, accuracies)
-        ]
-        difference = 100 * (np.mean(accuracies[0]) - np.mean(accuracies[1]))
-        lines.append(f"- {cells[0]}; {cells[1]}; difference {difference:+.2f} points.")
+        cost = image_steps(size) * flops[RECIPE]
+        for method in (m for m in flops if m != RECIPE):  # the table's order
+            longer = [s for s in runs[method] if s[0] == size[0] and s[1] != size[1]]
+            ratio = {s: image_steps(s) * flops[method] / cost for s in longer}
+            match = min(ratio, key=lambda s: abs(np.log(ratio[s])), default=None)
+            if match is None or abs(np.log(ratio[match])) > np.log(within):
+                continue
+            pair = ((RECIPE, size), (method, match))
+            accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
+            cells = [
+                f"{m} at {s[0]:,} x {s[1]} ({image_steps(s) * flops[m] / 1e15:.3g} PFLOP): {_mean_std(a)}"
+                for (m, s), a in zip(pair, accuracies)
+            ]
+            difference = 100 * (np.mean(accuracies[0]) - np.mean(accuracies[1]))
+            lines.append(f"- {cells[0]}; {cells[1]}; difference {difference:+.2f} points.")
     if not lines:
         return []
-    return [f"At about equal training arithmetic (within {within}x):", "", *lines, ""]
+    return [f"At about equal training arithmetic (within {within}x), on the same images:", "", *lines, ""]
 
 
 def _mean_std(accuracies):

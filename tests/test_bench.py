@@ -115,17 +115,19 @@ def test_the_gain_pairs_the_recipe_and_at_kd_by_seed(tmp_path):
 
 def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithmetic(tmp_path):
     runs = [
-        ("both_kd", 10, 0, 0.70),
-        ("both_kd", 10, 1, 0.66),
-        ("at_kd", 10, 0, 0.69),
-        ("at_kd", 25, 0, 0.72),
+        ("both_kd", 100, 10, 0, 0.70),
+        ("both_kd", 100, 10, 1, 0.66),
+        ("at_kd", 100, 10, 0, 0.69),
+        ("at_kd", 100, 25, 0, 0.72),
+        ("at_kd", 250, 10, 0, 0.71),  # the recipe's cost at 100 x 10 too, but on other images
+        ("student", 100, 50, 0, 0.75),
     ]
-    for method, epochs, seed, accuracy in runs:
+    for method, n, epochs, seed, accuracy in runs:
         config = dataclasses.asdict(train.TrainConfig(epochs=epochs, seed=seed, **common.VARIANTS[method]))
         result = dict(
             method=method,
             seed=seed,
-            train_examples=100,
+            train_examples=n,
             epochs=epochs,
             eval_split="test",
             student_accuracy=accuracy,
@@ -135,14 +137,15 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
             config=config,
             **({"intra_op_threads": "1"} if epochs == 25 else {}),  # others predate the field
         )
-        (tmp_path / f"{method}_n100_e{epochs}_seed{seed}.json").write_text(json.dumps(result))
+        (tmp_path / f"{method}_n{n}_e{epochs}_seed{seed}.json").write_text(json.dumps(result))
     budget_study.report(tmp_path)
     table = (tmp_path / "table.md").read_text()
     accuracies = table.split("Wall time")[0]
     rows = [line for line in accuracies.splitlines() if line.startswith(("| 1,000 |", "| 2,500 |"))]
     assert rows == [
-        "| 1,000 | 100 x 10 | 69.00 (n=1) | 68.00 +- 2.00 (n=2) [75.00] | +1.00 (n=1) |",
-        "| 2,500 | 100 x 25 | 72.00 (n=1) |  |  |",
+        "| 1,000 | 100 x 10 |  | 69.00 (n=1) | 68.00 +- 2.00 (n=2) [75.00] | +1.00 (n=1) |",
+        "| 2,500 | 100 x 25 |  | 72.00 (n=1) |  |  |",
+        "| 2,500 | 250 x 10 |  | 71.00 (n=1) |  |  |",
     ]
     # WRN-16-1 trained (3 passes) + WRN-40-1 expert (1), and + WRN-40-1 scratch teacher (3).
     student, teacher = (common.forward_flops(models.get(name, 10)) for name in ("wrn16_1", "wrn40_1"))
@@ -150,10 +153,12 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     assert f"both_kd {(3 * student + 4 * teacher) / 1e9:.3f}" in table
     assert "intra-op threads: 1, default; one thread each is two runs at a time" in table
     assert "expert `None` (90.50 % on the same images)" in table
-    # AT+KD for 25 epochs costs about what the recipe costs for 10: the two are set side by side.
+    # AT+KD for 25 epochs and the student alone for 50 cost about what the recipe costs for 10
+    # on the same 100 images: each is set beside it (not AT+KD on 250 images, of the same cost).
     equal = [line for line in table.splitlines() if line.startswith("- both_kd at 100 x 10")]
-    assert len(equal) == 1 and "; at_kd at 100 x 25 (" in equal[0]
-    assert equal[0].endswith(": 72.00 (n=1); difference -4.00 points.")
+    assert len(equal) == 2 and "; student at 100 x 50 (" in equal[0] and "; at_kd at 100 x 25 (" in equal[1]
+    assert equal[0].endswith(": 75.00 (n=1); difference -7.00 points.")
+    assert equal[1].endswith(": 72.00 (n=1); difference -4.00 points.")
     assert (tmp_path / "budget.png").stat().st_size > 0
 
 
