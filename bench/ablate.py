@@ -10,6 +10,8 @@ was trained on them, the students were not): recipes are chosen here, never on t
 test set. Writes one JSON per run and `table.md` (mean +- std over the seeds of the
 last-epoch validation accuracy of the student, and of the scratch teacher) into --out.
 Runs that already have their JSON are not run again, so an interrupted series resumes.
+The table describes the runs by their own configs, so one folder holds one series (split,
+epochs, schedule, expert); `--report_only` rewrites it without training.
 """
 
 import argparse
@@ -41,6 +43,7 @@ def parse_args():
     parser.add_argument("--expert_weights", default="cifar10_wrn40_1")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "ablation"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_ablate", help="checkpoints and logs of the runs")
+    parser.add_argument("--report_only", action="store_true", help="write the table of --out, train nothing")
     args = parser.parse_args()
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
@@ -52,6 +55,12 @@ def main():
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        train_all(args, out)
+    write_table(out)
+
+
+def train_all(args, out):
     base = cifar10_config(
         train_split=args.train_split,
         eval_split=args.eval_split,
@@ -67,17 +76,29 @@ def main():
                 base, seed=seed, model_dir=os.path.join(args.work_dir, f"{name}_seed{seed}"), **VARIANTS[name]
             )
             run_once(config, out / f"{name}_seed{seed}.json")
-    write_table(out, args)
 
 
-def write_table(out, args):
-    runs = {}
+SERIES = ("eval_split", "train_split", "epochs", "lr_schedule", "expert_weights")  # what one table shares
+
+
+def write_table(out):
+    """`table.md` of the runs in `out`, described by their own configs: one series per folder."""
+    runs, series = {}, {key: set() for key in SERIES}
     for path in sorted(out.glob("*_seed*.json")):
-        runs.setdefault(path.stem.rsplit("_seed", 1)[0], []).append(json.loads(path.read_text()))
+        name, run = path.stem.rsplit("_seed", 1)[0], json.loads(path.read_text())
+        runs.setdefault(name, []).append(run)
+        for key in set(SERIES) - set(VARIANTS[name]):  # a variant's own options may differ
+            series[key].add(run["config"][key])
+    if not runs:
+        return
+    mixed = {key: sorted(values, key=str) for key, values in series.items() if len(values) > 1}
+    if mixed:
+        raise SystemExit(f"{out} holds runs of more than one series ({mixed}): give each its own --out")
+    eval_split, train_split, epochs, lr_schedule, expert = (series[key].pop() for key in SERIES)
     lines = [
-        f"Last-epoch top-1 (%) on `{args.eval_split}` (validation: training images no student sees) of the "
-        f"JPEG copy of CIFAR-10; WRN-16-1 student, WRN-40-1 teachers, `{args.train_split}`, {args.epochs} "
-        f"epochs ({args.lr_schedule}), expert `{args.expert_weights}`; {machine()}.",
+        f"Last-epoch top-1 (%) on `{eval_split}` (validation: training images no student sees) of the "
+        f"JPEG copy of CIFAR-10; WRN-16-1 student, WRN-40-1 teachers, `{train_split}`, {epochs} "
+        f"epochs ({lr_schedule}), expert `{expert}`; {machine()}.",
         "",
         "| variant | options | seeds | student mean +- std | per seed | scratch | expert | min/run |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",

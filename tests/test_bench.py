@@ -14,6 +14,7 @@ import pytest
 from ctkd_tf import models, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import ablate  # noqa: E402
 import budget_study  # noqa: E402
 
 import common  # noqa: E402
@@ -171,6 +172,27 @@ def test_the_report_has_no_gain_column_before_the_recipe_and_at_kd_have_run(tmp_
     table = (tmp_path / "table.md").read_text()
     assert "| 1,000 | 100 x 10 | 50.00 (n=1) |\n" in table
     assert "gain" not in table and "no expert in these runs yet" in table
+
+
+def test_the_variant_table_describes_its_runs_and_refuses_two_series_in_one_folder(tmp_path):
+    def write(name, seed, accuracy, **options):
+        config = train.TrainConfig(
+            train_split="train[:300]", eval_split="train[900:]", epochs=3, lr_schedule="cosine", seed=seed
+        )
+        config = dataclasses.asdict(dataclasses.replace(config, **{**common.VARIANTS[name], **options}))
+        result = dict(student_accuracy=accuracy, expert_accuracy=0.9, wall_time_s=120.0, config=config)
+        (tmp_path / f"{name}_seed{seed}.json").write_text(json.dumps(result))
+
+    write("both_kd", 0, 0.61, expert_weights="e100")
+    write("both_kd", 1, 0.63, expert_weights="e100")
+    write("weak_expert", 0, 0.55)  # its own expert (expert_weights=None) is the variant's option
+    ablate.write_table(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "on `train[900:]`" in table and "`train[:300]`, 3 epochs (cosine), expert `e100`" in table
+    assert "| both_kd | " in table and "| 2 | 62.00 +- 1.00 | 61.00, 63.00 |" in table
+    write("at_kd", 0, 0.60, expert_weights="e100", epochs=5)  # another series: another folder
+    with pytest.raises(SystemExit, match="more than one series.*'epochs': \\[3, 5\\]"):
+        ablate.write_table(tmp_path)
 
 
 def test_the_rewritten_convolution_gradients_equal_tensorflows():
