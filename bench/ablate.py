@@ -94,7 +94,10 @@ def write_table(out):
     mixed = {key: sorted(values, key=str) for key, values in series.items() if len(values) > 1}
     if mixed:
         raise SystemExit(f"{out} holds runs of more than one series ({mixed}): give each its own --out")
-    eval_split, train_split, epochs, lr_schedule, expert = (series[key].pop() for key in SERIES)
+    # A key every variant sets itself (weak_expert's expert) is in the options column only.
+    eval_split, train_split, epochs, lr_schedule, expert = (
+        next(iter(series[key]), "per variant") for key in SERIES
+    )
     lines = [
         f"Last-epoch top-1 (%) on `{eval_split}` (validation: training images no student sees) of the "
         f"JPEG copy of CIFAR-10; WRN-16-1 student, WRN-40-1 teachers, `{train_split}`, {epochs} "
