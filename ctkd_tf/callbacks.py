@@ -65,47 +65,86 @@ class HintWarmup(keras.callbacks.Callback):
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore`, safe to kill at any moment, written by the chief only.
 
-    Each epoch's weights go to a new file, `epoch<N>.weights.h5`; the checkpoint
-    changes only when `training_metadata.json`, naming that file and the epoch, is
-    replaced (an atomic rename). A process killed at any point, even with SIGKILL
-    while writing, leaves the previous checkpoint whole, and a rerun resumes from
-    it. The workers of a synchronous run hold the same weights; one backup is
+    Each checkpoint's weights go to a new file, `epoch<N>[_step<K>].weights.h5`; the
+    checkpoint changes only when `training_metadata.json`, naming that file and the
+    epoch, is replaced (an atomic rename). A process killed at any point, even with
+    SIGKILL while writing, leaves the previous checkpoint whole, and a rerun resumes
+    from it. The workers of a synchronous run hold the same weights; one backup is
     enough, and several processes writing one file would corrupt it.
 
+    With `save_steps`, a checkpoint is also written every `save_steps` training steps
+    within an epoch: `"batch"` in the metadata is then the steps of epoch `"epoch"`
+    already trained, and `"metrics"` the values of the model's metric variables, so
+    that the epoch's logged means come out as an uninterrupted epoch's. Keras's own
+    callback restarts such an epoch from its first step; `train.Stage.fit` resumes it
+    at the next one (`resume_step`), over the rest of the epoch's batches. Steps, not
+    seconds: every worker of a synchronous run takes the same decision.
+
     The checkpoint also records `wall_time_s`, the seconds of `fit` it took to train
-    its epochs, summed over the processes that trained them: a run resumed five
+    its steps, summed over the processes that trained them: a run resumed five
     times reports what it cost, not what its last process took.
 
     Args:
         backup_dir: the backup folder, shared by the workers.
         chief: whether this process writes the backup.
+        save_steps: also a checkpoint every this many steps of an epoch; 0 for none.
     """
 
-    def __init__(self, backup_dir, chief=True):
+    def __init__(self, backup_dir, chief=True, save_steps=0):
         super().__init__(backup_dir, delete_checkpoint=False)
         self.chief = chief
+        self.save_steps = save_steps
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._started = time.monotonic()
-        self._earlier = checkpoint_metadata(self.backup_dir).get("wall_time_s", 0.0)
+        metadata = checkpoint_metadata(self.backup_dir)
+        self._earlier = metadata.get("wall_time_s", 0.0)
+        # A fit resuming an epoch begins `resume_step` steps into it, its metrics as they were.
+        self._step_offset = resume_step(metadata)
+        self._metrics = metadata.get("metrics") if self._step_offset else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch, self._done = epoch, self._step_offset  # completed epochs, steps of this one
+        if self._metrics is not None:
+            variables = self.model.metrics_variables
+            if len(variables) != len(self._metrics):
+                raise ValueError(
+                    f"The checkpoint in {self.backup_dir} holds {len(self._metrics)} metric values, "
+                    f"the model has {len(variables)}: it was written by another model."
+                )
+            for variable, value in zip(variables, self._metrics, strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            self._metrics = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of the call (several with `steps_per_execution`).
+        before, self._done = self._done, self._step_offset + batch + 1
+        last = batch + 1 == self.params.get("steps")  # the epoch's end saves it
+        if self.save_steps and not last and self._done // self.save_steps > before // self.save_steps:
+            metrics = [np.asarray(v).tolist() for v in self.model.metrics_variables]  # on every worker
+            if self.chief:
+                self._save_model(step=self._done, metrics=metrics)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._step_offset = 0
         if self.chief:
             super().on_epoch_end(epoch, logs)
 
-    def _save_model(self):
+    def _save_model(self, step=0, metrics=None):
         os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch{self._current_epoch}.weights.h5"
+        name = f"epoch{self._current_epoch}{f'_step{step}' if step else ''}.weights.h5"
         partial = os.path.join(self.backup_dir, f"partial.{name}")
         self.model.save_weights(partial, overwrite=True)
         os.replace(partial, os.path.join(self.backup_dir, name))
         metadata = {
             "epoch": self._current_epoch,
-            "batch": self._last_batch_seen,
+            "batch": step,
             "weights": name,
             "wall_time_s": round(self._earlier + time.monotonic() - self._started, 1),
         }
+        if step:
+            metadata["metrics"] = metrics
         with open(f"{self._training_metadata_path}.partial", "w") as file:
             json.dump(metadata, file)
         os.replace(f"{self._training_metadata_path}.partial", self._training_metadata_path)  # the commit
@@ -123,7 +162,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 def checkpoint_metadata(backup_dir):
     """The committed checkpoint of `backup_dir`, or {}.
 
-    `{"epoch": completed epochs, "weights": file, "wall_time_s": seconds trained}`;
+    `{"epoch": completed epochs, "batch": steps of the next epoch trained, "weights":
+    file, "wall_time_s": seconds trained}`, with `"metrics"` when `"batch"` is not 0;
     checkpoints of older versions lack `wall_time_s`.
     """
     path = os.path.join(backup_dir, "training_metadata.json")
@@ -131,6 +171,11 @@ def checkpoint_metadata(backup_dir):
         return {}
     with open(path) as file:
         return json.load(file)
+
+
+def resume_step(metadata):
+    """The steps of its next epoch a checkpoint's metadata has trained (0: none, or an epoch's end)."""
+    return metadata.get("batch", 0) if "metrics" in metadata else 0
 
 
 def trim_log(path, epochs):

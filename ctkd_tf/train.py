@@ -84,6 +84,7 @@ class TrainConfig:
     export: tuple = ()
     tflite_quantize: bool = False
     validate_every_epoch: bool = True
+    checkpoint_steps: int = 100
     verbose: int = 1
 
     def __post_init__(self):
@@ -112,6 +113,7 @@ class TrainConfig:
             ),
             ("mixed_precision", self.mixed_precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
             ("steps_per_execution", self.steps_per_execution >= 1, ">= 1"),
+            ("checkpoint_steps", self.checkpoint_steps >= 0, ">= 0"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("expert_epochs", self.expert_epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -420,18 +422,26 @@ class Stage:
         return []
 
     def fit(self, model, stage_dir, epochs, callbacks=()):
-        """Trains `model`; writes into `out/stage_dir`, checkpoints in `model_dir/stage_dir`."""
+        """Trains `model`; writes into `out/stage_dir`, checkpoints in `model_dir/stage_dir`.
+
+        A run stopped in the middle of an epoch resumes at the step after its last
+        checkpoint (`checkpoint_steps`): the rest of that epoch first, as a `fit` of its
+        own over the same batches an uninterrupted run would have seen, then the
+        epochs after it.
+        """
         workdir = os.path.join(self.out, stage_dir)
         os.makedirs(workdir, exist_ok=True)
         chief = distribute.is_chief(self.strategy)
         backup_dir = os.path.join(self.config.model_dir, stage_dir, "checkpoints")
         log = os.path.join(workdir, "log.csv")
         checkpoint = ctkd_callbacks.checkpoint_metadata(backup_dir)
+        step = ctkd_callbacks.resume_step(checkpoint)
         if checkpoint:
             logging.info(
-                "Resuming from the checkpoint of epoch %d of %d (%.0f s of training so far)",
-                checkpoint["epoch"],
+                "Resuming from the checkpoint of epoch %d of %d, step %d (%.0f s of training so far)",
+                checkpoint["epoch"] + bool(step),
                 epochs,
+                step or self.steps,
                 checkpoint.get("wall_time_s", 0.0),
             )
         self.earlier_wall_time_s += checkpoint.get("wall_time_s", 0.0)
@@ -445,18 +455,27 @@ class Stage:
             keras.callbacks.CSVLogger(log, append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
             *callbacks,
-            # Last: an epoch is committed once everything else has recorded it.
-            ctkd_callbacks.BackupAndRestore(backup_dir, chief=chief),
+            # Last: a step or an epoch is committed once everything else has recorded it.
+            ctkd_callbacks.BackupAndRestore(backup_dir, chief=chief, save_steps=self.config.checkpoint_steps),
         ]
-        return model.fit(
-            self.train_ds,
+        options = dict(
             # Without it, the split is scored once, by the final evaluation.
             validation_data=self.eval_ds if self.config.validate_every_epoch else None,
-            epochs=epochs,
-            callbacks=all_callbacks,
             shuffle=False,  # the pipeline shuffles, per epoch and resumably
             verbose=self.config.verbose,
         )
+        if step:  # the interrupted epoch's last steps (the BackupAndRestore starts the fit at it)
+            rest = keras.callbacks.CallbackList(
+                all_callbacks,
+                add_history=True,
+                add_progbar=self.config.verbose != 0,
+                model=model,
+                verbose=self.config.verbose,
+                epochs=epochs,
+                steps=self.steps - step,
+            )
+            model.fit(self.train_ds.skip(step), epochs=checkpoint["epoch"] + 1, callbacks=rest, **options)
+        return model.fit(self.train_ds, epochs=epochs, callbacks=all_callbacks, **options)
 
     def expert(self):
         """Stage 1: the trained expert, loaded, or trained alone and saved."""
