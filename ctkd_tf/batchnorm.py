@@ -20,6 +20,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     It saves as `keras.layers.BatchNormalization` (same configuration and
     weights), so a saved model loads, and runs for inference, with plain Keras:
     deployment needs no `ctkd_tf`.
+
+    Under a `tf.distribute` strategy of several replicas (and without
+    `synchronized`), every training call, fused or not, also sets all replicas'
+    copies of the moving statistics to their mean, where Keras's layer lets each
+    replica keep its own: what such a run evaluates is then what it saves.
     """
 
     def _fusable(self, inputs, training, mask):
@@ -37,7 +42,34 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
             # Inference too: a saved model then predicts bit for bit what this one does.
-            return super().call(inputs, training=training, mask=mask)
+            outputs = super().call(inputs, training=training, mask=mask)
+        else:
+            outputs = self._fused_training_call(inputs)
+        if training and self.trainable and not self.synchronized:
+            self._average_moving_statistics_over_replicas()
+        return outputs
+
+    def _average_moving_statistics_over_replicas(self):
+        """Sets every replica's copy of the moving statistics to their mean over the replicas.
+
+        Keras 3 mirrors them without aggregation: each replica's update, from its own
+        share of the batch, writes only its own copy, so the copies drift apart. A saved
+        model (and a checkpoint) then holds the first replica's, while evaluation in the
+        same process normalises each replica's share with its own: the accuracy a
+        multi-replica run reports would not be that of the model it saves. Averaged after
+        every update, the copies stay equal, at the values TF-Keras saved (the mean over
+        replicas of each replica's moving average; the update is linear). One replica,
+        the default strategy included: nothing to do, and nothing traced.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return
+        variables = self.non_trainable_variables
+        means = context.all_reduce("mean", [tf.convert_to_tensor(v.value) for v in variables])
+        for variable, mean in zip(variables, means, strict=True):
+            variable.assign(mean)
+
+    def _fused_training_call(self, inputs):
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else tf.ones([channels])
         offset = self.beta if self.center else tf.zeros([channels])

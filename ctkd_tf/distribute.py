@@ -1,5 +1,7 @@
 """Choosing a `tf.distribute` strategy by name."""
 
+import functools
+
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "one_device")
@@ -31,8 +33,17 @@ def make_strategy(name="auto", num_gpus=None):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(gpus or None)
+        return _mirrored(tuple(gpus) or None)
     return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
+
+
+@functools.cache
+def _mirrored(devices):
+    """One `MirroredStrategy` per set of devices in a process, shared by its runs: the
+    collective ops of two such strategies over the same devices share instance keys, so
+    a second one training another model collides with the first ("Shape mismatch in the
+    collective instance")."""
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def is_multi_worker(strategy):

@@ -17,6 +17,18 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 from ctkd_tf import models  # noqa: E402
 
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """MirroredStrategy over the two logical CPUs: the one the runs of this process use
+    (`distribute.make_strategy` gives one per set of devices: see there why)."""
+    from ctkd_tf import distribute
+
+    strategy = distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
 NUM_CLASSES = 5
 IMAGE_SHAPE = (8, 8, 3)
 

@@ -104,30 +104,44 @@ def test_mixed_precision(policy):
         np.testing.assert_allclose(f.numpy(), p.numpy(), rtol=tolerance, atol=tolerance)
 
 
-def test_under_mirrored_strategy_matches_one_device():
-    """Two replicas: each normalises its half batch, as Keras's layer does."""
-    shape = (8, 4, 4, 3)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    results = {}
-    for name, cls in (("fused", FusedBatchNormalization), ("keras", keras.layers.BatchNormalization)):
-        with strategy.scope():
-            layer = cls(**CONFIG)
+@pytest.mark.parametrize("shape", [(8, 4, 4, 3), (8, 3)], ids=["fused", "keras_fallback"])
+def test_under_mirrored_strategy_replicas_share_the_mean_moving_statistics(shape, mirrored):
+    """Two replicas: each normalises its half batch, as Keras's layer does; the moving
+    statistics of both are the mean of each half's update (a NumPy reference), not each its own."""
+    x = np.random.default_rng(0).normal(1.0, 2.0, size=shape).astype("float32")
+    x[4:] = x[4:] * 3.0 - 1.0  # the halves' statistics differ
+    strategy = mirrored
+    with strategy.scope():
+        fused = FusedBatchNormalization(**CONFIG)
+        keras_layer = keras.layers.BatchNormalization(**CONFIG)
+        for layer in (fused, keras_layer):
             layer.build(shape)
-        dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(8))
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(8))
 
-        @tf.function
-        def step(batch, layer=layer):
-            return strategy.run(lambda b: layer(b, training=True), args=(batch,))
+    @tf.function
+    def step(batch):
+        return strategy.run(lambda b: (fused(b, training=True), keras_layer(b, training=True)), args=(batch,))
 
-        outputs = step(next(iter(dataset)))
-        results[name] = (
-            np.concatenate([t.numpy() for t in strategy.experimental_local_results(outputs)]),
-            layer.moving_mean.numpy(),
-            layer.moving_variance.numpy(),
-        )
-    for got, want in zip(results["fused"], results["keras"], strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    batch = next(iter(dataset))
+    for _ in range(2):
+        outputs = step(batch)
+    got, want = (np.concatenate([t.numpy() for t in strategy.experimental_local_results(o)]) for o in outputs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # each half normalised by its own moments
+    axes = tuple(range(len(shape) - 1))
+    halves = (x[:4], x[4:])
+    mean = np.mean([h.mean(axis=axes) for h in halves], axis=0)
+    variance = np.mean([h.var(axis=axes) for h in halves], axis=0)
+    expected = ((fused.moving_mean, mean, 0.0), (fused.moving_variance, variance, 1.0))
+    for variable, batch_value, initial in expected:
+        copies = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+        np.testing.assert_array_equal(copies[0], copies[1])
+        want = initial
+        for _ in range(2):
+            want = 0.9 * want + 0.1 * batch_value
+        np.testing.assert_allclose(copies[0], want, rtol=1e-5, atol=1e-6)
+    # Keras's own layer keeps each replica's: the copies differ (what the fused layer fixes).
+    copies = [v.numpy() for v in strategy.experimental_local_results(keras_layer.moving_mean.value)]
+    assert not np.allclose(copies[0], copies[1])
 
 
 def test_zoo_uses_it_unless_synchronised_or_asked_not_to():

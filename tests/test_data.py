@@ -140,9 +140,9 @@ def test_augmentation_crops_and_flips_except_digits(name):
     assert name != "svhn_cropped" or not flip
 
 
-def test_distributed_pipeline_scores_every_example(tmp_path):
+def test_distributed_pipeline_scores_every_example(tmp_path, mirrored):
     write_image_folder(tmp_path, {"test": {"a": 5, "b": 4}})
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored
     dataset, _ = data.build_dataset("image_folder", "test", 4, False, data_dir=str(tmp_path))
     seen = 0
     for images, _ in strategy.experimental_distribute_dataset(dataset):

@@ -14,13 +14,6 @@ from conftest import tiny_cnn
 PAIRS = [("feat1", "feat1"), ("feat2", "feat2")]
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    # One strategy for the module: CPU collectives of several strategies in one
-    # process can collide on their instance keys.
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 def dataset():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
@@ -111,5 +104,6 @@ def test_strategy_names():
     assert isinstance(distribute.make_strategy("auto"), type(tf.distribute.get_strategy()))
     assert isinstance(distribute.make_strategy("one_device"), tf.distribute.OneDeviceStrategy)
     assert isinstance(distribute.make_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert distribute.make_strategy("mirrored") is distribute.make_strategy("mirrored")  # one per process
     with pytest.raises(ValueError, match="Unknown strategy 'tpu'"):
         distribute.make_strategy("tpu")
