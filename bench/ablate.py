@@ -27,7 +27,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import VARIANTS, cifar10_config, machine, run_once
+from common import VARIANTS, cifar10_config, machines, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,8 @@ def write_table(out):
     lines = [
         f"Last-epoch top-1 (%) on `{eval_split}` (validation: training images no student sees) of the "
         f"JPEG copy of CIFAR-10; WRN-16-1 student, WRN-40-1 teachers, `{train_split}`, {epochs} "
-        f"epochs ({lr_schedule}), expert `{expert}`; {machine()}.",
+        f"epochs ({lr_schedule}), expert `{expert}`; "
+        f"{machines([r for rs in runs.values() for r in rs])}.",
         "",
         "| variant | options | seeds | student mean +- std | per seed | scratch | expert | min/run |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",

@@ -33,7 +33,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import VARIANTS, cifar10_config, config_step_flops, machine, run_once
+from common import VARIANTS, cifar10_config, config_step_flops, machines, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("student", "at_kd", "rl", "paper", "both_kd")
@@ -137,7 +137,7 @@ def report(out):
     lines = [
         f"Last-epoch top-1 (%) on `{some['eval_split']}` of the JPEG copy of CIFAR-10, WRN-16-1 student, "
         f"WRN-40-1 teachers, the first N training images x E epochs (cosine), {expert}; "
-        f"{machine()}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
+        f"{machines(every)}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",
         *_table(runs, methods, sizes, _accuracy_cell, gain=RECIPE in runs and BASELINE in runs),
         "",

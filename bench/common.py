@@ -99,6 +99,11 @@ def machine():
     )
 
 
+def machines(results):
+    """The `machine()` lines of the machines that trained `results` (run JSONs), for a table."""
+    return " and ".join(sorted({r["machine"] for r in results}))
+
+
 def forward_flops(model):
     """Floating-point operations of one image's forward pass through convolutions and dense layers."""
     import keras
@@ -167,7 +172,9 @@ def run_once(config, result_path, **labels):
         result = train.train_and_evaluate(config)
         # The threads it had: runs sharing the machine side by side take one each.
         threads = os.environ.get("TF_NUM_INTRAOP_THREADS", "default")
-        result.update(config=dataclasses.asdict(config), intra_op_threads=threads, **labels)
+        result.update(
+            config=dataclasses.asdict(config), intra_op_threads=threads, machine=machine(), **labels
+        )
         partial = result_path.with_suffix(".partial")
         partial.write_text(json.dumps(result, indent=2))
         os.replace(partial, result_path)  # a run killed while writing leaves no half a JSON

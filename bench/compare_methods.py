@@ -26,7 +26,7 @@ import numpy as np
 
 from ctkd_tf import train
 
-from common import VARIANTS, cifar10_config, machine, run_once
+from common import VARIANTS, cifar10_config, machines, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def write_table_and_plot(out, args):
     lines = [
         f"Last-epoch top-1 on `{args.eval_split}` of the JPEG copy of CIFAR-10, WRN-16-1 student, WRN-40-1 "
         f"teachers, `{args.train_split}`, {args.epochs} epochs ({args.lr_schedule} schedule), "
-        f"{'XLA, ' if args.jit_compile else ''}on {machine()}.",
+        f"{'XLA, ' if args.jit_compile else ''}on {machines([r for rs in runs.values() for r in rs])}.",
         *[
             f"Expert teacher (KD, AT, CTKD): `{r['config']['expert_weights']}`, "
             f"{100 * r['expert_accuracy']:.2f} % on the same test images."

@@ -46,6 +46,7 @@ def test_processes_sharing_a_series_of_runs_skip_the_run_another_trains(tmp_path
         "student_accuracy": 0.5,
         "config": dataclasses.asdict(config),
         "intra_op_threads": "1",
+        "machine": common.machine(),
         "method": "mine",
     }
     assert trained == [config] and json.loads(result.read_text())["method"] == "mine"
@@ -137,6 +138,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
             wall_time_s=60.0 * epochs,
             config=config,
             **({"intra_op_threads": "1"} if epochs == 25 else {}),  # others predate the field
+            machine="machine B" if epochs == 25 else "machine A",
         )
         (tmp_path / f"{method}_n{n}_e{epochs}_seed{seed}.json").write_text(json.dumps(result))
     budget_study.report(tmp_path)
@@ -154,6 +156,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     assert f"both_kd {(3 * student + 4 * teacher) / 1e9:.3f}" in table
     assert "intra-op threads: 1, default; one thread each is two runs at a time" in table
     assert "expert `None` (90.50 % on the same images)" in table
+    assert "; machine A and machine B. Mean" in table  # what each run was trained on
     # AT+KD for 25 epochs and the student alone for 50 cost about what the recipe costs for 10
     # on the same 100 images: each is set beside it (not AT+KD on 250 images, of the same cost).
     equal = [line for line in table.splitlines() if line.startswith("- both_kd at 100 x 10")]
@@ -166,7 +169,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
 def test_the_report_has_no_gain_column_before_the_recipe_and_at_kd_have_run(tmp_path):
     config = dataclasses.asdict(train.TrainConfig(epochs=10, **common.VARIANTS["student"]))
     result = dict(method="student", seed=0, train_examples=100, epochs=10, eval_split="test")
-    result.update(student_accuracy=0.5, scratch_accuracy=None, wall_time_s=60.0, config=config)
+    result.update(student_accuracy=0.5, scratch_accuracy=None, wall_time_s=60.0, config=config, machine="m")
     (tmp_path / "student_n100_e10_seed0.json").write_text(json.dumps(result))
     budget_study.report(tmp_path)
     table = (tmp_path / "table.md").read_text()
@@ -180,7 +183,9 @@ def test_the_variant_table_describes_its_runs_and_refuses_two_series_in_one_fold
             train_split="train[:300]", eval_split="train[900:]", epochs=3, lr_schedule="cosine", seed=seed
         )
         config = dataclasses.asdict(dataclasses.replace(config, **{**common.VARIANTS[name], **options}))
-        result = dict(student_accuracy=accuracy, expert_accuracy=0.9, wall_time_s=120.0, config=config)
+        result = dict(
+            student_accuracy=accuracy, expert_accuracy=0.9, wall_time_s=120.0, config=config, machine="m"
+        )
         (tmp_path / f"{name}_seed{seed}.json").write_text(json.dumps(result))
 
     write("both_kd", 0, 0.61, expert_weights="e100")
@@ -188,7 +193,7 @@ def test_the_variant_table_describes_its_runs_and_refuses_two_series_in_one_fold
     write("weak_expert", 0, 0.55)  # its own expert (expert_weights=None) is the variant's option
     ablate.write_table(tmp_path)
     table = (tmp_path / "table.md").read_text()
-    assert "on `train[900:]`" in table and "`train[:300]`, 3 epochs (cosine), expert `e100`" in table
+    assert "on `train[900:]`" in table and "`train[:300]`, 3 epochs (cosine), expert `e100`; m." in table
     assert "| both_kd | " in table and "| 2 | 62.00 +- 1.00 | 61.00, 63.00 |" in table
     for seed in (0, 1):
         (tmp_path / f"both_kd_seed{seed}.json").unlink()
