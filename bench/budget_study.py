@@ -38,6 +38,9 @@ from common import VARIANTS, cifar10_config, config_step_flops, machines, run_on
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("student", "at_kd", "rl", "paper", "both_kd")
 RECIPE, BASELINE = "both_kd", "at_kd"  # the collaboration gain: the recipe minus AT+KD
+# Whose gain over AT+KD the table and plot show, once run: the configs' recipe, and the
+# variant that beat it on validation (bench/ablate.py, issue #15) and joined the study.
+RECIPES = (RECIPE, "both_kd_correct")
 
 
 def parse_args():
@@ -139,7 +142,7 @@ def report(out):
         f"WRN-40-1 teachers, the first N training images x E epochs (cosine), {expert}; "
         f"{machines(every)}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",
-        *_table(runs, methods, sizes, _accuracy_cell, gain=RECIPE in runs and BASELINE in runs),
+        *_table(runs, methods, sizes, _accuracy_cell, recipes=_gain_recipes(runs)),
         "",
         "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
         "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
@@ -157,16 +160,23 @@ def report(out):
     plot(out, runs, methods, sizes, flops)
 
 
-def _table(runs, methods, sizes, cell, gain=False):
-    """Markdown rows: a budget per row, `cell(results)` per method (and the gain)."""
-    gain_header = f" gain ({RECIPE} - {BASELINE}) |" if gain else ""
+def _gain_recipes(runs):
+    """The `RECIPES` whose gain over AT+KD the runs measure."""
+    return [r for r in RECIPES if r in runs and BASELINE in runs]
+
+
+def _table(runs, methods, sizes, cell, recipes=()):
+    """Markdown rows: a budget per row, `cell(results)` per method (and each recipe's gain)."""
     lines = [
-        "| image-steps | N x E | " + " | ".join(methods) + " |" + gain_header,
-        "| ---: | ---: | " + " | ".join("---:" for _ in methods) + " |" + (" ---: |" if gain else ""),
+        "| image-steps | N x E | "
+        + " | ".join(methods)
+        + " |"
+        + "".join(f" gain ({r} - {BASELINE}) |" for r in recipes),
+        "| ---: | ---: | " + " | ".join("---:" for _ in methods) + " |" + " ---: |" * len(recipes),
     ]
     for size in sizes:
         cells = [cell(runs[m][size]) if size in runs[m] else "" for m in methods]
-        gain_cell = f" {_gain_cell(runs, size)} |" if gain else ""
+        gain_cell = "".join(f" {_gain_cell(runs, size, r)} |" for r in recipes)
         lines.append(
             f"| {image_steps(size):,} | {size[0]:,} x {size[1]} | " + " | ".join(cells) + " |" + gain_cell
         )
@@ -179,16 +189,16 @@ def _accuracy_cell(results):
     return cell + (f" [{100 * np.mean(scratch):.2f}]" if scratch else "")
 
 
-def gains(runs, size):
-    """The recipe minus AT+KD, per seed both have at this (N, E) budget (paired by seed)."""
+def gains(runs, size, recipe=RECIPE):
+    """`recipe` minus AT+KD, per seed both have at this (N, E) budget (paired by seed)."""
     by_seed = [
-        {r["seed"]: r["student_accuracy"] for r in runs.get(m, {}).get(size, [])} for m in (RECIPE, BASELINE)
+        {r["seed"]: r["student_accuracy"] for r in runs.get(m, {}).get(size, [])} for m in (recipe, BASELINE)
     ]
     return [100 * (by_seed[0][s] - by_seed[1][s]) for s in sorted(set(by_seed[0]) & set(by_seed[1]))]
 
 
-def _gain_cell(runs, size):
-    values = gains(runs, size)
+def _gain_cell(runs, size, recipe):
+    values = gains(runs, size, recipe)
     if not values:
         return ""
     spread = f" +- {np.std(values):.2f}" if len(values) > 1 else ""
@@ -196,26 +206,24 @@ def _gain_cell(runs, size):
 
 
 def equal_arithmetic(runs, flops, within=1.25):
-    """Lines setting each recipe budget against other methods trained longer for its cost.
+    """Lines setting each budget of the `RECIPES` against other methods trained longer for its cost.
 
     The scratch teacher is paid for in arithmetic: the question is whether AT+KD (or the
     student alone) trained for more epochs on the same images, for about the same cost,
-    does as well. For each budget of the recipe and each other method, that method's
+    does as well. For each budget of a recipe and each other method, that method's
     budget on the same N images with other epochs whose total arithmetic is nearest, if
     within a factor `within`.
     """
-    if RECIPE not in runs:
-        return []
     lines = []
-    for size in sorted(runs[RECIPE], key=image_steps):
-        cost = image_steps(size) * flops[RECIPE]
-        for method in (m for m in flops if m != RECIPE):  # the table's order
+    for recipe, size in [(r, s) for r in RECIPES if r in runs for s in sorted(runs[r], key=image_steps)]:
+        cost = image_steps(size) * flops[recipe]
+        for method in (m for m in flops if m not in RECIPES):  # the table's order
             longer = [s for s in runs[method] if s[0] == size[0] and s[1] != size[1]]
             ratio = {s: image_steps(s) * flops[method] / cost for s in longer}
             match = min(ratio, key=lambda s: abs(np.log(ratio[s])), default=None)
             if match is None or abs(np.log(ratio[match])) > np.log(within):
                 continue
-            pair = ((RECIPE, size), (method, match))
+            pair = ((recipe, size), (method, match))
             accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
             cells = [
                 f"{m} at {s[0]:,} x {s[1]} ({image_steps(s) * flops[m] / 1e15:.3g} PFLOP): {_mean_std(a)}"
@@ -277,23 +285,28 @@ def plot(out, runs, methods, sizes, flops):
     compute.set_xlabel("training arithmetic, PFLOP (every network of the step)")
     compute.set_ylabel("student top-1 on the test images (%)")
     compute.legend(fontsize=8)
-    paired = [s for s in sizes if gains(runs, s)]
-    for size in paired:
-        values = gains(runs, size)
-        gain.scatter([image_steps(size)] * len(values), values, color="C0", alpha=0.5)
-    gain.errorbar(
-        [image_steps(s) for s in paired],
-        [np.mean(gains(runs, s)) for s in paired],
-        yerr=[np.std(gains(runs, s)) for s in paired],
-        marker="o",
-        capsize=3,
-        color="C0",
-        label="mean +- std over seeds (points: seeds)",
-    )
+    recipes = _gain_recipes(runs)
+    for recipe in recipes:
+        color = f"C{palette.index(recipe) % 10}"
+        paired = [s for s in sizes if gains(runs, s, recipe)]
+        for size in paired:
+            values = gains(runs, size, recipe)
+            gain.scatter([image_steps(size)] * len(values), values, color=color, alpha=0.5)
+        gain.errorbar(
+            [image_steps(s) for s in paired],
+            [np.mean(gains(runs, s, recipe)) for s in paired],
+            yerr=[np.std(gains(runs, s, recipe)) for s in paired],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=f"{recipe} - {BASELINE}: mean +- std over seeds (points: seeds)",
+        )
     gain.axhline(0, color="grey", linewidth=1)
+    gain.set_xlim(steps.get_xlim())  # the same budgets as the first panel, however few are paired
     gain.set_xlabel("budget: training images x epochs")
-    gain.set_ylabel(f"collaboration gain: {RECIPE} - {BASELINE} (points)")
-    gain.legend(fontsize=8)
+    gain.set_ylabel(f"collaboration gain over {BASELINE} (points)")
+    if recipes:
+        gain.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "budget.png", dpi=120)
 

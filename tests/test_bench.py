@@ -123,6 +123,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
         ("at_kd", 100, 25, 0, 0.72),
         ("at_kd", 250, 10, 0, 0.71),  # the recipe's cost at 100 x 10 too, but on other images
         ("student", 100, 50, 0, 0.75),
+        ("both_kd_correct", 100, 10, 0, 0.72),  # the variant that joined the study: its own gain
     ]
     for method, n, epochs, seed, accuracy in runs:
         config = dataclasses.asdict(train.TrainConfig(epochs=epochs, seed=seed, **common.VARIANTS[method]))
@@ -133,7 +134,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
             epochs=epochs,
             eval_split="test",
             student_accuracy=accuracy,
-            scratch_accuracy=0.75 if method == "both_kd" else None,
+            scratch_accuracy=0.75 if method.startswith("both_kd") else None,
             expert_accuracy=0.905,
             wall_time_s=60.0 * epochs,
             config=config,
@@ -145,10 +146,12 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     table = (tmp_path / "table.md").read_text()
     accuracies = table.split("Wall time")[0]
     rows = [line for line in accuracies.splitlines() if line.startswith(("| 1,000 |", "| 2,500 |"))]
+    assert "| gain (both_kd - at_kd) | gain (both_kd_correct - at_kd) |" in accuracies
     assert rows == [
-        "| 1,000 | 100 x 10 |  | 69.00 (n=1) | 68.00 +- 2.00 (n=2) [75.00] | +1.00 (n=1) |",
-        "| 2,500 | 100 x 25 |  | 72.00 (n=1) |  |  |",
-        "| 2,500 | 250 x 10 |  | 71.00 (n=1) |  |  |",
+        "| 1,000 | 100 x 10 |  | 69.00 (n=1) | 68.00 +- 2.00 (n=2) [75.00] | 72.00 (n=1) [75.00] "
+        "| +1.00 (n=1) | +3.00 (n=1) |",
+        "| 2,500 | 100 x 25 |  | 72.00 (n=1) |  |  |  |  |",
+        "| 2,500 | 250 x 10 |  | 71.00 (n=1) |  |  |  |  |",
     ]
     # WRN-16-1 trained (3 passes) + WRN-40-1 expert (1), and + WRN-40-1 scratch teacher (3).
     student, teacher = (common.forward_flops(models.get(name, 10)) for name in ("wrn16_1", "wrn40_1"))
@@ -161,6 +164,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     # on the same 100 images: each is set beside it (not AT+KD on 250 images, of the same cost).
     equal = [line for line in table.splitlines() if line.startswith("- both_kd at 100 x 10")]
     assert len(equal) == 2 and "; student at 100 x 50 (" in equal[0] and "; at_kd at 100 x 25 (" in equal[1]
+    assert sum(line.startswith("- both_kd_correct at 100 x 10") for line in table.splitlines()) == 2
     assert equal[0].endswith(": 75.00 (n=1); difference -7.00 points.")
     assert equal[1].endswith(": 72.00 (n=1); difference -4.00 points.")
     assert (tmp_path / "budget.png").stat().st_size > 0
