@@ -111,8 +111,7 @@ _CHECKPOINT_STEPS = flags.DEFINE_integer(
     "checkpoint_steps",
     _D.checkpoint_steps,
     "Also checkpoint every this many training steps within an epoch (0: at epochs' ends only); "
-    "a run stopped in the middle of an epoch resumes at the step after its last checkpoint. "
-    "Multi-worker runs checkpoint at epochs' ends only.",
+    "a run stopped in the middle of an epoch resumes at the step after its last checkpoint.",
     lower_bound=0,
 )
 _VERBOSE = flags.DEFINE_integer("verbose", _D.verbose, "0 silent, 1 progress bars, 2 a line per epoch.")

@@ -445,12 +445,6 @@ class Stage:
                 checkpoint.get("wall_time_s", 0.0),
             )
         self.earlier_wall_time_s += checkpoint.get("wall_time_s", 0.0)
-        save_steps = self.config.checkpoint_steps
-        if save_steps and distribute.is_multi_worker(self.strategy):
-            # Not yet verified: a multi-worker run resumed within an epoch ended off the
-            # one-process weights once in a loaded test. Its checkpoints stay at epochs' ends.
-            logging.info("Multi-worker: checkpoints at epochs' ends only (--checkpoint_steps is ignored).")
-            save_steps = 0
         # Rows of epochs after the checkpoint are written again when the resume redoes them.
         ctkd_callbacks.trim_log(log, checkpoint.get("epoch", 0))
         all_callbacks = [
@@ -462,7 +456,7 @@ class Stage:
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
             *callbacks,
             # Last: a step or an epoch is committed once everything else has recorded it.
-            ctkd_callbacks.BackupAndRestore(backup_dir, chief=chief, save_steps=save_steps),
+            ctkd_callbacks.BackupAndRestore(backup_dir, chief=chief, save_steps=self.config.checkpoint_steps),
         ]
         options = dict(
             # Without it, the split is scored once, by the final evaluation.
@@ -481,6 +475,10 @@ class Stage:
                 steps=self.steps - step,
             )
             model.fit(self.train_ds.skip(step), epochs=checkpoint["epoch"] + 1, callbacks=rest, **options)
+            if distribute.is_multi_worker(self.strategy):
+                # The next fit reads the backup: every worker waits until the chief,
+                # whose fit has returned only once it committed the epoch's end, is here.
+                distribute.barrier(self.strategy)
         return model.fit(self.train_ds, epochs=epochs, callbacks=all_callbacks, **options)
 
     def expert(self):

@@ -1,4 +1,8 @@
-"""One worker of the multi-worker test: `python multiworker.py CONFIG_JSON TASK PORTS [DIE_AT_EPOCH]`.
+"""One worker of the multi-worker test: `python multiworker.py CONFIG_JSON TASK PORTS [DIE_AT]`.
+
+DIE_AT `E:S`: worker 1 dies before step S of epoch E. The chief (worker 0) always
+writes its checkpoints at epochs' ends two seconds late, so that the other worker,
+which does not wait for those writes, would find the previous one on the disk.
 
 Not a test itself: tests/test_multiworker.py starts two of these on 127.0.0.1.
 """
@@ -6,9 +10,10 @@ Not a test itself: tests/test_multiworker.py starts two of these on 127.0.0.1.
 import json
 import os
 import sys
+import time
 
 config_json, task, ports = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
-die_at = int(sys.argv[4]) if len(sys.argv) > 4 else None
+die_at = tuple(int(n) for n in sys.argv[4].split(":")) if len(sys.argv) > 4 else None
 os.environ["TF_CONFIG"] = json.dumps(
     {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": task}}
 )
@@ -20,12 +25,23 @@ from ctkd_tf import train  # noqa: E402
 
 
 class Die(keras.callbacks.Callback):
-    """A worker killed at the start of an epoch, as by a preemption."""
+    """A worker killed before a step of an epoch, as by a preemption."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == die_at:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == die_at:
             os._exit(17)
 
 
+class SlowChief(keras.callbacks.Callback):
+    """Delays the chief's epoch-end checkpoint (the callbacks before the backup run first)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if task == 0:
+            time.sleep(2)
+
+
 config = train.TrainConfig(**json.loads(config_json))
-train.train_and_evaluate(config, callbacks=[Die()] if die_at is not None else [])
+train.train_and_evaluate(config, callbacks=[SlowChief(), *([Die()] if die_at is not None else [])])

@@ -74,6 +74,7 @@ def config_for(tmp_path, name):
         images={"train": {"a": 8, "b": 8}, "test": {"a": 3, "b": 3}},
         seed=2,
         sync_batchnorm=True,  # batch statistics over the global batch, as in one process
+        checkpoint_steps=1,
     )
 
 
@@ -82,14 +83,17 @@ def test_two_workers_equal_one_process_and_resume_after_a_kill(tmp_path):
     train.train_and_evaluate(single)
     expected = weights(Path(single.model_dir) / "student.keras")
 
-    # Worker 1 dies at the start of epoch 2; the chief's collectives then fail.
-    # Restarting both resumes from the chief's checkpoint of epoch 1, and the two
-    # workers end where the single process did.
+    # Worker 1 dies before the second step of epoch 1; the chief's collectives then
+    # fail. Restarting both resumes from the chief's checkpoint of that epoch's first
+    # step: the rest of the epoch, then epoch 2, which every worker begins from the
+    # chief's checkpoint of epoch 1's end: written late here (tests/multiworker.py), so
+    # the other worker must wait for it. The two workers end where the single process did.
     config = config_for(tmp_path, "workers")
-    codes, logs = wait(start_workers(config, die_at=2))
+    codes, logs = wait(start_workers(config, die_at="1:1"))
     assert codes[1] == 17 and codes[0] != 0, "\n".join(logs)
     chief = Path(config.model_dir)
-    assert json.loads((chief / "checkpoints" / "training_metadata.json").read_text())["epoch"] == 2
+    checkpoint = json.loads((chief / "checkpoints" / "training_metadata.json").read_text())
+    assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 1)
     codes, logs = wait(start_workers(config))
     assert codes == [0, 0], "\n".join(logs)
     other = chief / ".workers" / "worker_1"
