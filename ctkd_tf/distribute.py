@@ -18,7 +18,8 @@ def make_strategy(name="auto", num_gpus=None):
         num_gpus: use at most this many GPUs; None uses all.
 
     Returns:
-        A `tf.distribute.Strategy`.
+        A `tf.distribute.Strategy`. A process gets one `MirroredStrategy` per set of
+        devices: asked again (another run, a tuner's next trial), it returns that one.
 
     Raises:
         ValueError: for an unknown name.
