@@ -319,24 +319,34 @@ def test_every_config_gives_a_valid_run(app, flagfile, monkeypatch):
     flags.FLAGS.unparse_flags()
 
 
+def config_of(app, *flagfiles):
+    """The app's `TrainConfig` from these flagfiles of configs/, in order."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", *(f"--flagfile=configs/{name}" for name in flagfiles)])
+    config = app.train_flags.config_from_flags()
+    flags.FLAGS.unparse_flags()
+    return config
+
+
 def test_configs_carry_the_recipe_and_the_paper_is_one_flagfile_away(app, monkeypatch):
     monkeypatch.chdir(ROOT)
     loss_options = ("attention_target", "hint_loss", "hint_weight", "attention_weight", "expert_kd_weight")
-
-    def options(*flagfiles):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", *(f"--flagfile=configs/{name}" for name in flagfiles)])
-        config = app.train_flags.config_from_flags()
-        flags.FLAGS.unparse_flags()
-        return config
-
-    recipe, paper = options("cifar10.flags"), options("cifar10.flags", "paper.flags")
+    recipe, paper = config_of(app, "cifar10.flags"), config_of(app, "cifar10.flags", "paper.flags")
     assert (recipe.attention_target, recipe.expert_kd_weight) == ("both", 1.0)
     paper_defaults = train.TrainConfig()  # the library's defaults are the paper's
     assert {k: getattr(paper, k) for k in loss_options} == {
         k: getattr(paper_defaults, k) for k in loss_options
     }
     assert dataclasses.replace(paper, **{k: getattr(recipe, k) for k in loss_options}) == recipe
+
+
+def test_at_kd_is_one_flagfile_away_from_any_config(app, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for name in ("cifar10.flags", "svhn.flags", "tiny_imagenet.flags"):
+        config, at_kd = config_of(app, name), config_of(app, name, "at_kd.flags")
+        assert (at_kd.method, at_kd.expert_kd_weight) == ("at", 1.0)
+        back = dict(method=config.method, expert_kd_weight=config.expert_kd_weight)
+        assert dataclasses.replace(at_kd, **back) == config  # and nothing else changed
 
 
 def test_expert_weights_takes_a_shipped_name(app):
