@@ -147,7 +147,7 @@ def report(out):
         "Training arithmetic per image-step (GFLOP, convolutions and dense layers: 3 passes of each "
         "trained network, 1 of the expert): " + ", ".join(f"{m} {flops[m] / 1e9:.3f}" for m in methods) + ".",
         "",
-        *equal_arithmetic(runs, flops),
+        *_equal_arithmetic_lines(runs, flops),
         "Wall time per run (minutes, mean over seeds; longer where the machine also ran other work; "
         f"intra-op threads: {threads}):",
         "",
@@ -206,34 +206,44 @@ def _gain_cell(runs, size, recipe):
 
 
 def equal_arithmetic(runs, flops, within=1.25):
-    """Lines setting each budget of the `RECIPES` against other methods trained longer for its cost.
+    """Each budget of the `RECIPES` set against other methods trained longer for its cost.
 
     The scratch teacher is paid for in arithmetic: the question is whether AT+KD (or the
     student alone) trained for more epochs on the same images, for about the same cost,
     does as well. For each budget of a recipe and each other method, that method's
     budget on the same N images with other epochs whose total arithmetic is nearest, if
-    within a factor `within`.
+    within a factor `within`: a list of ((recipe, size), (method, size)).
     """
-    lines = []
+    pairs = []
     for recipe, size in [(r, s) for r in RECIPES if r in runs for s in sorted(runs[r], key=image_steps)]:
         cost = image_steps(size) * flops[recipe]
         for method in (m for m in flops if m not in RECIPES):  # the table's order
             longer = [s for s in runs[method] if s[0] == size[0] and s[1] != size[1]]
             ratio = {s: image_steps(s) * flops[method] / cost for s in longer}
             match = min(ratio, key=lambda s: abs(np.log(ratio[s])), default=None)
-            if match is None or abs(np.log(ratio[match])) > np.log(within):
-                continue
-            pair = ((recipe, size), (method, match))
-            accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
-            cells = [
-                f"{m} at {s[0]:,} x {s[1]} ({image_steps(s) * flops[m] / 1e15:.3g} PFLOP): {_mean_std(a)}"
-                for (m, s), a in zip(pair, accuracies)
-            ]
-            difference = 100 * (np.mean(accuracies[0]) - np.mean(accuracies[1]))
-            lines.append(f"- {cells[0]}; {cells[1]}; difference {difference:+.2f} points.")
+            if match is not None and abs(np.log(ratio[match])) <= np.log(within):
+                pairs.append(((recipe, size), (method, match)))
+    return pairs
+
+
+def _equal_arithmetic_lines(runs, flops, within=1.25):
+    lines = []
+    for pair in equal_arithmetic(runs, flops, within):
+        accuracies = [[r["student_accuracy"] for r in runs[m][s]] for m, s in pair]
+        cells = [
+            f"{m} at {s[0]:,} x {s[1]} ({image_steps(s) * flops[m] / 1e15:.3g} PFLOP): {_mean_std(a)}"
+            for (m, s), a in zip(pair, accuracies)
+        ]
+        lines.append(f"- {cells[0]}; {cells[1]}; difference {_difference(runs, pair):+.2f} points.")
     if not lines:
         return []
     return [f"At about equal training arithmetic (within {within}x), on the same images:", "", *lines, ""]
+
+
+def _difference(runs, pair):
+    """The first run's mean accuracy minus the second's, in points."""
+    means = [np.mean([r["student_accuracy"] for r in runs[m][s]]) for m, s in pair]
+    return 100 * (means[0] - means[1])
 
 
 def _mean_std(accuracies):
@@ -243,40 +253,48 @@ def _mean_std(accuracies):
 
 
 def plot(out, runs, methods, sizes, flops):
-    """budget.png: accuracy against image-steps and against arithmetic, and the gain."""
+    """budget.png: accuracy against image-steps and against arithmetic, and the recipes' gain
+    over AT+KD at the same budget and at about the same arithmetic."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (steps, compute, gain) = plt.subplots(1, 3, figsize=(17, 4.8))
+    figure, ((steps, compute), (gain, equal)) = plt.subplots(2, 2, figsize=(13, 9.5))
     # The study's methods keep their colours however many have finished; others come after.
     palette = [*METHODS, *(m for m in methods if m not in METHODS)]
     for method in methods:
         color = f"C{palette.index(method) % 10}"
-        points = sorted(runs[method].items(), key=lambda item: image_steps(item[0]))
-        x = np.array([image_steps(s) for s, _ in points])
-        student = [[100 * r["student_accuracy"] for r in rs] for _, rs in points]
-        mean, std = [np.mean(s) for s in student], [np.std(s) for s in student]
-        steps.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=color, label=method)
-        compute.errorbar(
-            x * flops[method] / 1e15, mean, yerr=std, marker="o", capsize=3, color=color, label=method
-        )
-        scratch = [
-            [100 * r["scratch_accuracy"] for r in rs if r.get("scratch_accuracy") is not None]
-            for _, rs in points
-        ]
-        if all(scratch):
-            steps.plot(
-                x,
-                [np.mean(s) for s in scratch],
-                "--",
-                marker="x",
-                color=color,
-                alpha=0.6,
-                label=f"{method}: scratch teacher",
-            )
-    for axes in (steps, compute, gain):
+        # A line per number of epochs: the study's (the most runs) plain, longer runs dotted.
+        by_epochs = {}
+        for size, results in runs[method].items():
+            by_epochs.setdefault(size[1], []).append((size, results))
+        main = max(by_epochs, key=lambda e: (len(by_epochs[e]), -e))
+        for epochs, points in sorted(by_epochs.items(), key=lambda item: item[0] != main):
+            points.sort(key=lambda item: image_steps(item[0]))
+            style = dict(marker="o", linestyle="-", label=method)
+            if epochs != main:
+                style = dict(marker="s", linestyle=":", label=f"{method}, {epochs} epochs")
+            x = np.array([image_steps(s) for s, _ in points])
+            student = [[100 * r["student_accuracy"] for r in rs] for _, rs in points]
+            mean, std = [np.mean(s) for s in student], [np.std(s) for s in student]
+            steps.errorbar(x, mean, yerr=std, capsize=3, color=color, **style)
+            compute.errorbar(x * flops[method] / 1e15, mean, yerr=std, capsize=3, color=color, **style)
+            scratch = [
+                [100 * r["scratch_accuracy"] for r in rs if r.get("scratch_accuracy") is not None]
+                for _, rs in points
+            ]
+            if all(scratch):
+                steps.plot(
+                    x,
+                    [np.mean(s) for s in scratch],
+                    "--",
+                    marker="x",
+                    color=color,
+                    alpha=0.6,
+                    label=f"{style['label']}: scratch teacher",
+                )
+    for axes in (steps, compute, gain, equal):
         axes.set_xscale("log")
         axes.grid(alpha=0.3)
     steps.set_xlabel("budget: training images x epochs")
@@ -304,9 +322,29 @@ def plot(out, runs, methods, sizes, flops):
     gain.axhline(0, color="grey", linewidth=1)
     gain.set_xlim(steps.get_xlim())  # the same budgets as the first panel, however few are paired
     gain.set_xlabel("budget: training images x epochs")
-    gain.set_ylabel(f"collaboration gain over {BASELINE} (points)")
+    gain.set_ylabel(f"gain over {BASELINE} at the same epochs (points)")
     if recipes:
         gain.legend(fontsize=8)
+    for recipe in recipes:
+        # The recipe against AT+KD trained longer for about the same arithmetic.
+        pairs = [
+            pair for pair in equal_arithmetic(runs, flops) if pair[0][0] == recipe and pair[1][0] == BASELINE
+        ]
+        if not pairs:
+            continue
+        equal.plot(
+            [image_steps(size) for (_, size), _ in pairs],
+            [_difference(runs, pair) for pair in pairs],
+            marker="o",
+            color=f"C{palette.index(recipe) % 10}",
+            label=f"{recipe} - {BASELINE} with more epochs on the same images, about the same arithmetic",
+        )
+    equal.axhline(0, color="grey", linewidth=1)
+    equal.set_xlim(steps.get_xlim())
+    equal.set_xlabel("budget of the recipe: training images x epochs")
+    equal.set_ylabel(f"gain over {BASELINE} at equal arithmetic (points)")
+    if recipes:
+        equal.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "budget.png", dpi=120)
 
