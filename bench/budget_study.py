@@ -343,8 +343,16 @@ def plot(out, runs, methods, sizes, flops):
     equal.set_xlim(steps.get_xlim())
     equal.set_xlabel("budget of the recipe: training images x epochs")
     equal.set_ylabel(f"gain over {BASELINE} at equal arithmetic (points)")
-    if recipes:
+    if equal.get_legend_handles_labels()[0]:
         equal.legend(fontsize=8)
+    else:  # a new study: AT+KD has not yet run for more epochs
+        equal.text(
+            0.5,
+            0.5,
+            f"no {BASELINE} run of about a recipe's arithmetic yet",
+            ha="center",
+            transform=equal.transAxes,
+        )
     figure.tight_layout()
     figure.savefig(out / "budget.png", dpi=120)
 
