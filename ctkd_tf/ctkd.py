@@ -1,5 +1,8 @@
 """The CTKD model: a student trained with a scratch teacher and a frozen expert."""
 
+import dataclasses
+import typing
+
 import keras
 import tensorflow as tf
 
@@ -61,6 +64,88 @@ def _resolve_weight(value, default, has_teacher, argument, teacher):
     if value > 0 and not has_teacher:
         raise ValueError(f"{argument}={value} needs the {teacher}; pass {teacher}= or {argument}=0.")
     return value
+
+
+class Outputs(typing.NamedTuple):
+    """What one forward pass of each network gives the loss terms (None: no such network)."""
+
+    labels: tf.Tensor
+    student: tf.Tensor  # logits
+    scratch: tf.Tensor | None
+    expert: tf.Tensor | None
+    student_features: list  # the tapped activations, one per attention pair
+    scratch_features: list
+    expert_features: list
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+    """One term of CTKD's loss: the loss is the sum over the model's terms of `weight * term`.
+
+    Attributes:
+        name: the term's metric (`log.csv`, TensorBoard: `<name>` and `val_<name>`).
+        compute: `(model, outputs) -> (batch,)` float32 values per example.
+        weight: the model's attribute holding its weight (a float, or a variable that
+            callbacks may change between steps); None for 1.
+        used: `model -> bool`, whether the model has the term (its teachers, a weight > 0).
+    """
+
+    name: str
+    compute: typing.Callable
+    weight: str | None = None
+    used: typing.Callable = lambda model: True
+
+
+def _hint(model, out):
+    if model.hint_loss == "mse":
+        values = losses.hint(out.scratch, out.student)
+    else:
+        values = losses.knowledge_distillation(out.scratch, out.student, model.hint_temperature)
+    if model.hint_when_correct:
+        values *= losses.correct(out.labels, out.scratch)
+    return values
+
+
+def _attention(model, out):
+    # One term per guided network (the features of the others are empty).
+    return losses.fixed_order_sum(
+        [
+            losses.attention_transfer(features, out.expert_features)
+            for features in (out.student_features, out.scratch_features)
+            if features
+        ]
+    )
+
+
+def _has_scratch(model):
+    return model.scratch_teacher is not None
+
+
+def _has_expert(model):
+    return model.expert_teacher is not None
+
+
+# In the order they are summed and logged; adding a term is adding an entry.
+LOSS_TERMS = (
+    LossTerm("student_ce", lambda model, out: losses.cross_entropy(out.labels, out.student)),
+    LossTerm(
+        "scratch_ce", lambda model, out: losses.cross_entropy(out.labels, out.scratch), used=_has_scratch
+    ),
+    LossTerm("hint_loss", _hint, "_hint_weight", _has_scratch),
+    LossTerm("attention_loss", _attention, "_attention_weight", _has_expert),
+    LossTerm(
+        "expert_kd_loss",
+        lambda model, out: losses.knowledge_distillation(out.expert, out.student, model.kd_temperature),
+        "expert_kd_weight",
+        lambda model: model.expert_kd_weight > 0,
+    ),
+    LossTerm(
+        "scratch_kd_loss",
+        lambda model, out: losses.knowledge_distillation(out.expert, out.scratch, model.kd_temperature),
+        "scratch_kd_weight",
+        lambda model: model.scratch_kd_weight > 0,
+    ),
+)
 
 
 @keras.saving.register_keras_serializable(package="ctkd_tf")
@@ -229,17 +314,10 @@ class CTKD(keras.Model):
 
         self.built = all(net is None or net.built for net in (student, scratch_teacher, expert_teacher))
 
-        tracker = keras.metrics.Mean
-        self._trackers = {"loss": tracker(name="loss"), "student_ce": tracker(name="student_ce")}
-        if scratch_teacher is not None:
-            self._trackers["scratch_ce"] = tracker(name="scratch_ce")
-            self._trackers["hint_loss"] = tracker(name="hint_loss")
-        if expert_teacher is not None:
-            self._trackers["attention_loss"] = tracker(name="attention_loss")
-        if self.expert_kd_weight > 0:
-            self._trackers["expert_kd_loss"] = tracker(name="expert_kd_loss")
-        if self.scratch_kd_weight > 0:
-            self._trackers["scratch_kd_loss"] = tracker(name="scratch_kd_loss")
+        self.loss_terms = [term for term in LOSS_TERMS if term.used(self)]
+        self._trackers = {"loss": keras.metrics.Mean(name="loss")}
+        for term in self.loss_terms:
+            self._trackers[term.name] = keras.metrics.Mean(name=term.name)
         self._trackers["student_accuracy"] = keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")
         if scratch_teacher is not None:
             self._trackers["scratch_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -319,9 +397,12 @@ class CTKD(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3 starts `fit` under a strategy by reducing a whole (x, y) batch of
-        # per-replica values with `strategy.reduce`, which MultiWorkerMirroredStrategy
-        # rejects. The networks are built at construction; only the optimizer is left.
+        # The one private Keras method overridden here, for keras-team/keras#20585
+        # (checked on Keras 3.15.1 and 3.16.0.dev2026102704, where it is unchanged): Keras
+        # starts `fit` under a strategy (`_distribute_strategy`, set when the model was
+        # made in a strategy's scope) by reducing a whole (x, y) batch of per-replica
+        # values with `strategy.reduce`, which MultiWorkerMirroredStrategy rejects. The
+        # networks are built at construction; only the optimizer is left to build.
         if not self.built or self._distribute_strategy is None:
             return super()._maybe_symbolic_build(iterator, data_batch)
         if self.optimizer is not None and not self.optimizer.built:
@@ -346,57 +427,34 @@ class CTKD(keras.Model):
         logits, *features = tap(x, training=training)
         return logits, features
 
+    def _forward(self, x, y, training):
+        """One forward pass of each network (the expert in inference mode)."""
+        student, student_features = self._run(self.student, self._student_tap, x, training)
+        scratch, scratch_features = None, []
+        if self.scratch_teacher is not None:
+            scratch, scratch_features = self._run(self.scratch_teacher, self._scratch_tap, x, training)
+        expert, expert_features = None, []
+        if self.expert_teacher is not None:
+            expert, *expert_features = self._expert_tap(x, training=False)
+        return Outputs(y, student, scratch, expert, student_features, scratch_features, expert_features)
+
     def _compute_terms(self, x, y, training):
-        """Forward pass of each network once; returns per-example terms and logits."""
-        student_logits, student_features = self._run(self.student, self._student_tap, x, training)
-        terms = {"student_ce": losses.cross_entropy(y, student_logits)}
-        logits = {"student_accuracy": student_logits}
-        scratch_features = []
-        if self.scratch_teacher is not None:
-            scratch_logits, scratch_features = self._run(self.scratch_teacher, self._scratch_tap, x, training)
-            terms["scratch_ce"] = losses.cross_entropy(y, scratch_logits)
-            if self.hint_loss == "mse":
-                terms["hint_loss"] = losses.hint(scratch_logits, student_logits)
-            else:
-                terms["hint_loss"] = losses.knowledge_distillation(
-                    scratch_logits, student_logits, self.hint_temperature
-                )
-            if self.hint_when_correct:
-                terms["hint_loss"] *= losses.correct(y, scratch_logits)
-            logits["scratch_accuracy"] = scratch_logits
-        if self.expert_teacher is not None:
-            expert_logits, *expert_features = self._expert_tap(x, training=False)
-            # One term per guided network (the features of the others are empty).
-            terms["attention_loss"] = losses.fixed_order_sum(
-                [
-                    losses.attention_transfer(features, expert_features)
-                    for features in (student_features, scratch_features)
-                    if features
-                ]
-            )
-            if self.expert_kd_weight > 0:
-                terms["expert_kd_loss"] = losses.knowledge_distillation(
-                    expert_logits, student_logits, self.kd_temperature
-                )
-            if self.scratch_kd_weight > 0:
-                terms["scratch_kd_loss"] = losses.knowledge_distillation(
-                    expert_logits, scratch_logits, self.kd_temperature
-                )
-        total = terms["student_ce"]
-        if self.scratch_teacher is not None:
-            total += terms["scratch_ce"] + self._weight(self._hint_weight) * terms["hint_loss"]
-        if self.expert_teacher is not None:
-            total += self._weight(self._attention_weight) * terms["attention_loss"]
-        if self.expert_kd_weight > 0:
-            total += self.expert_kd_weight * terms["expert_kd_loss"]
-        if self.scratch_kd_weight > 0:
-            total += self.scratch_kd_weight * terms["scratch_kd_loss"]
-        terms["loss"] = total
+        """Per-example values of each loss term and of the total, and the logits scored."""
+        out = self._forward(x, y, training)
+        terms = {term.name: term.compute(self, out) for term in self.loss_terms}
+        terms["loss"] = losses.fixed_order_sum(
+            [self._weighted(term, terms[term.name]) for term in self.loss_terms]
+        )
+        logits = {"student_accuracy": out.student}
+        if out.scratch is not None:
+            logits["scratch_accuracy"] = out.scratch
         return terms, logits
 
-    @staticmethod
-    def _weight(variable):
-        return tf.cast(variable, tf.float32)
+    def _weighted(self, term, values):
+        if term.weight is None:
+            return values
+        weight = getattr(self, term.weight)
+        return tf.cast(weight, tf.float32) * values if isinstance(weight, keras.Variable) else weight * values
 
     def _regularization_loss(self):
         # Only trainable weights carry regularisers into `self.losses`, so the
