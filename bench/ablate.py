@@ -25,7 +25,7 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 # isort: split
 import numpy as np
 
-from ctkd_tf import train
+from ctkd_tf.config import LR_SCHEDULES
 
 from common import VARIANTS, cifar10_config, machines, run_once
 
@@ -39,7 +39,7 @@ def parse_args():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train_split", default="train[:5000]")
     parser.add_argument("--eval_split", default="train[45000:]")
-    parser.add_argument("--lr_schedule", default="cosine", choices=train.LR_SCHEDULES)
+    parser.add_argument("--lr_schedule", default="cosine", choices=LR_SCHEDULES)
     parser.add_argument("--expert_weights", default="cifar10_wrn40_1")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "ablation"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_ablate", help="checkpoints and logs of the runs")

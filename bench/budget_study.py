@@ -31,7 +31,7 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 # isort: split
 import numpy as np
 
-from ctkd_tf import train
+from ctkd_tf import methods
 
 from common import VARIANTS, cifar10_config, config_step_flops, machines, run_once
 
@@ -98,7 +98,7 @@ def main():
             )
             # `method` names the study's recipe (config.method is the library's method).
             labels = dict(method=name)
-            if not train.TEACHERS[config.method][0]:
+            if not methods.get(config.method).scratch_teacher:
                 labels.update(scratch_accuracy=None)  # no scratch teacher
             run_once(config, out / f"{run}.json", **labels)
     report(out)

@@ -8,8 +8,18 @@ import sys
 import zipfile
 from pathlib import Path
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"
 CACHE = Path(os.environ.get("CTKD_CIFAR10_DIR", "/tmp/ctkd_cifar10_jpeg"))
+
+
+def config_options(flagfile):
+    """The `TrainConfig` options a flagfile of configs/ sets."""
+    from ctkd_tf import options
+    from ctkd_tf.config import TrainConfig
+
+    return options.read_flagfile(TrainConfig, str(ROOT / "configs" / flagfile))
+
 
 # The recipes the benchmarks compare, by name: the TrainConfig options that differ from a
 # run's base (the flags of the same names).
@@ -18,7 +28,7 @@ VARIANTS = {
     "kd": dict(method="kd"),
     "at": dict(method="at"),
     "rl": dict(method="rl"),
-    "paper": dict(method="ctkd"),  # the method doc: mse hint 0.03, attention 1000 on the student
+    "paper": dict(method="ctkd", **config_options("paper.flags")),  # the paper's CTKD
     "hint0.01": dict(method="ctkd", hint_weight=0.01),
     "warmup5": dict(method="ctkd", hint_warmup_epochs=5),
     "scratch": dict(method="ctkd", attention_target="scratch"),  # the reference code
@@ -26,7 +36,7 @@ VARIANTS = {
     "kl": dict(method="ctkd", hint_loss="kl", hint_weight=1.0),
     "both_kl": dict(method="ctkd", attention_target="both", hint_loss="kl", hint_weight=1.0),
     "both_hint0.1": dict(method="ctkd", attention_target="both", hint_weight=0.1),
-    "at_kd": dict(method="at", expert_kd_weight=1.0),  # Attention Transfer's AT+KD, no scratch teacher
+    "at_kd": config_options("at_kd.flags"),  # Attention Transfer's AT+KD, no scratch teacher
     "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
     "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
     # Issue #15's attempts to make the collaboration pay, each on top of the recipe (both_kd)
@@ -131,14 +141,16 @@ def step_flops(student, scratch_teacher=None, expert=None):
 
 def config_step_flops(config, num_classes=10, input_shape=(32, 32, 3)):
     """`step_flops` of a run's networks, from its config (a dict, as results JSONs hold it)."""
-    from ctkd_tf import models, train
+    from ctkd_tf import methods, models
 
-    uses_scratch, uses_expert = train.TEACHERS[config["method"]]
+    method = methods.get(config["method"])
 
     def net(key, used=True):
         return models.get(config[key], num_classes, input_shape) if used else None
 
-    return step_flops(net("student"), net("scratch_teacher", uses_scratch), net("expert", uses_expert))
+    return step_flops(
+        net("student"), net("scratch_teacher", method.scratch_teacher), net("expert", method.expert)
+    )
 
 
 def run_once(config, result_path, **labels):

@@ -24,7 +24,8 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 import keras
 import numpy as np
 
-from ctkd_tf import train
+from ctkd_tf import methods, train
+from ctkd_tf.config import LR_SCHEDULES
 
 from common import VARIANTS, cifar10_config, machines, run_once
 
@@ -36,13 +37,13 @@ def parse_args():
     parser.add_argument(
         "--methods",
         default="student,kd,at,rl,ctkd",
-        help=f"among {', '.join(train.METHODS)} and {', '.join(VARIANTS)}",
+        help=f"among {', '.join(methods.names())} and {', '.join(VARIANTS)}",
     )
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--eval_split", default="test")
-    parser.add_argument("--lr_schedule", default="cosine", choices=train.LR_SCHEDULES)
+    parser.add_argument("--lr_schedule", default="cosine", choices=LR_SCHEDULES)
     parser.add_argument(
         "--expert_weights",
         default="cifar10_wrn40_1",
@@ -53,7 +54,7 @@ def parse_args():
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_compare", help="checkpoints and logs of the runs")
     args = parser.parse_args()
-    unknown = [m for m in args.methods.split(",") if m not in train.METHODS and m not in VARIANTS]
+    unknown = [m for m in args.methods.split(",") if m not in methods.names() and m not in VARIANTS]
     if unknown:
         parser.error(f"unknown methods {', '.join(unknown)}")
     return args
@@ -61,7 +62,7 @@ def parse_args():
 
 def options(name):
     """The TrainConfig options of a run named by a method or a recipe of VARIANTS."""
-    return dict(method=name) if name in train.METHODS else VARIANTS[name]
+    return dict(method=name) if name in methods.names() else VARIANTS[name]
 
 
 def main():
@@ -127,7 +128,7 @@ def write_table_and_plot(out, args):
         spread = f"{accuracies.std(ddof=0):.2f}" if len(accuracies) > 1 else "n/a"
         label = (
             method
-            if method in train.METHODS
+            if method in methods.names()
             else f"{method} ({', '.join(f'{k}={v}' for k, v in options(method).items())})"
         )
         lines.append(

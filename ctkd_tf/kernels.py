@@ -33,7 +33,10 @@ def prefer_onednn():
 
 
 def onednn_enabled():
-    """Whether the TensorFlow of this process runs oneDNN's CPU kernels (loads TensorFlow)."""
+    """Whether the TensorFlow of this process runs oneDNN's CPU kernels (loads TensorFlow).
+
+    Through a private module: no public API says (checked on TensorFlow 2.21.0).
+    """
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
@@ -72,7 +75,9 @@ def sum_gradients_in_a_fixed_order():
     more than two contributions are summed as `((g0 + g1) + g2) + ...`, two at a time
     (each sum of two is exact whatever the order), and Grappler's arithmetic optimizer,
     which would merge such sums back into one `AddN`, is turned off. Both apply to the
-    whole process; they cost little (`docs/BENCHMARKS.md`).
+    whole process; they cost little (`docs/BENCHMARKS.md`). Through TensorFlow's private
+    `backprop._aggregate_grads` and `pywrap_tfe`, which no public API replaces (checked on
+    TensorFlow 2.21.0).
 
     Returns:
         Whether it took effect (False: this TensorFlow lacks the internals it replaces).

@@ -48,9 +48,12 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
         }
 
     def _extract(self, dl_manager):
-        manual = getattr(dl_manager, "_manual_dir", None)
-        if manual is not None and (Path(manual) / ARCHIVE).exists():
-            return Path(dl_manager.extract(Path(manual) / ARCHIVE))
+        try:
+            archive = Path(dl_manager.manual_dir) / ARCHIVE
+        except AssertionError:  # TFDS's word for a manual directory that is missing or empty
+            archive = None
+        if archive is not None and archive.exists():
+            return Path(dl_manager.extract(archive))
         return Path(dl_manager.download_and_extract(URL))
 
     def _generate_examples(self, root, split):

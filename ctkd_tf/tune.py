@@ -1,7 +1,6 @@
 """KerasTuner search over the CTKD loss weights: a HyperModel and the search pipeline."""
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -9,14 +8,23 @@ import keras_tuner
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
+from ctkd_tf import distribute, methods, resume, train
 from ctkd_tf.ctkd import ATTENTION_TARGETS
-from ctkd_tf.train import TEACHERS, Stage, dtype_policy, train_and_evaluate
+from ctkd_tf.options import at_least, check_fields, option
 
 OBJECTIVE = keras_tuner.Objective("val_student_accuracy", direction="max")
 TUNERS = {
     "bayesian": keras_tuner.BayesianOptimization,
     "hyperband": keras_tuner.Hyperband,
     "random": keras_tuner.RandomSearch,
+}
+# The ranges a search can have: the value's name, and whether it is searched on a log scale.
+RANGES = {
+    "hint_weight": True,
+    "attention_weight": True,
+    "kd_temperature": False,
+    "kd_alpha": False,
+    "learning_rate": True,
 }
 
 
@@ -74,16 +82,17 @@ class CTKDHyperModel(keras_tuner.HyperModel):
     ):
         super().__init__(name=name)
         self.build_model = build_model
+        bounds = dict(
+            hint_weight=hint_weight,
+            attention_weight=attention_weight,
+            kd_temperature=kd_temperature,
+            kd_alpha=kd_alpha,
+            learning_rate=learning_rate,
+        )
         self.ranges = {
-            name: _check_range(name, bounds, log)
-            for name, bounds, log in (
-                ("hint_weight", hint_weight, True),
-                ("attention_weight", attention_weight, True),
-                ("kd_temperature", kd_temperature, False),
-                ("kd_alpha", kd_alpha, False),
-                ("learning_rate", learning_rate, True),
-            )
-            if bounds is not None
+            name: _check_range(name, bounds[name], log)
+            for name, log in RANGES.items()
+            if bounds[name] is not None
         }
         if kd_alpha is not None and not 0 <= self.ranges["kd_alpha"][0] <= self.ranges["kd_alpha"][1] <= 1:
             raise ValueError(f"The range of kd_alpha must lie in [0, 1], got {kd_alpha}.")
@@ -108,47 +117,45 @@ class CTKDHyperModel(keras_tuner.HyperModel):
 class SearchConfig:
     """How to search; the run itself is a `TrainConfig`.
 
-    Attributes mirror the flags of `apps/tune.py`.
+    Each attribute is the flag of the same name of `apps/tune.py`. A range is
+    `(min, max)`; None (an empty flag) leaves that value out of the search.
     """
 
-    tuner: str = "bayesian"
-    max_trials: int = 12
-    tune_epochs: int = 15
-    tune_split: str = "train[:90%]"
-    val_split: str = "train[90%:]"
-    hint_weight_range: tuple | None = (1e-3, 1.0)
-    attention_weight_range: tuple | None = (10.0, 1e4)
-    tune_attention_target: bool = False
-    kd_temperature_range: tuple | None = (1.0, 8.0)
-    kd_alpha_range: tuple | None = (0.5, 0.99)
-    learning_rate_range: tuple | None = None
-    final_train: bool = False
+    tuner: str = option("bayesian", "KerasTuner tuner.", choices=tuple(TUNERS))
+    max_trials: int = option(12, "Trials in all (not for hyperband).", at_least(1))
+    tune_epochs: int = option(15, "Epochs per trial.", at_least(1))
+    tune_split: str = option("train[:90%]", "The trials' training split.")
+    val_split: str = option("train[90%:]", "The trials' validation split, from the training set.")
+    hint_weight_range: tuple[float, ...] | None = option((1e-3, 1.0), "min,max (log).")
+    attention_weight_range: tuple[float, ...] | None = option((10.0, 1e4), "min,max (log).")
+    tune_attention_target: bool = option(False, "Also search attention_target.")
+    kd_temperature_range: tuple[float, ...] | None = option((1.0, 8.0), "min,max (kd).")
+    kd_alpha_range: tuple[float, ...] | None = option((0.5, 0.99), "min,max (kd).")
+    learning_rate_range: tuple[float, ...] | None = option(
+        None, "min,max (log) to search the rate too; empty: fixed."
+    )
+    final_train: bool = option(False, "Retrain with the best values on the full data.")
 
     def __post_init__(self):
-        for name in ("hint_weight", "attention_weight", "kd_temperature", "kd_alpha", "learning_rate"):
+        check_fields(self)
+        for name, log in RANGES.items():
             bounds = getattr(self, f"{name}_range")
             if bounds is not None:
-                _check_range(name, bounds, log=name not in ("kd_temperature", "kd_alpha"))
-        if self.tuner not in TUNERS:
-            raise ValueError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        if self.max_trials < 1 or self.tune_epochs < 1:
-            raise ValueError("max_trials and tune_epochs must be >= 1.")
+                _check_range(name, bounds, log)
 
 
 def search_space(config, search):
-    """The `CTKDHyperModel` ranges that apply to `config.method`."""
-    uses_scratch, uses_expert = TEACHERS[config.method]
-    kd = config.method == "kd"
-    return dict(
-        hint_weight=search.hint_weight_range if uses_scratch else None,
-        attention_weight=search.attention_weight_range if uses_expert and not kd else None,
-        attention_target=list(ATTENTION_TARGETS)
-        if search.tune_attention_target and config.method == "ctkd"
-        else None,
-        kd_temperature=search.kd_temperature_range if kd else None,
-        kd_alpha=search.kd_alpha_range if kd else None,
-        learning_rate=search.learning_rate_range,
-    )
+    """The `CTKDHyperModel` arguments of `search` that apply to `config.method`."""
+    searched = methods.get(config.method).searched
+    space = {
+        name: getattr(search, f"{name}_range") if name in searched else None
+        for name in RANGES
+        if name != "learning_rate"
+    }
+    tune_target = search.tune_attention_target and "attention_target" in searched
+    space["attention_target"] = list(ATTENTION_TARGETS) if tune_target else None
+    space["learning_rate"] = search.learning_rate_range  # every method's
+    return space
 
 
 def tune_and_evaluate(config, search):
@@ -169,40 +176,49 @@ def tune_and_evaluate(config, search):
     Returns:
         `{"best_hparams": ..., "trials": [...], "final": results or None}`.
     """
-    with dtype_policy(config.mixed_precision):
+    with train.dtype_policy(config.mixed_precision):
         return _tune_and_evaluate(config, search)
 
 
 def _tune_and_evaluate(config, search):
     trial_config = dataclasses.replace(config, epochs=search.tune_epochs)
-    stage = Stage(trial_config, train_split=search.tune_split, eval_split=search.val_split)
-    expert = stage.expert() if TEACHERS[config.method][1] else None
+    strategy = train.setup(trial_config)
+    out = distribute.output_dir(config.model_dir, strategy)
+    os.makedirs(out, exist_ok=True)
+    run_data = train.make_data(trial_config, search.tune_split, search.val_split, strategy)
+    expert = (
+        train.expert_stage(trial_config, strategy, run_data, out)
+        if methods.get(config.method).expert
+        else None
+    )
     hypermodel = CTKDHyperModel(
-        lambda **values: stage.model(dataclasses.replace(trial_config, **values), expert),
+        lambda **values: train.make_model(
+            dataclasses.replace(trial_config, **values), strategy, run_data.train_info, expert
+        ),
         **search_space(config, search),
     )
     options = dict(
         objective=OBJECTIVE,
-        directory=stage.out,
+        directory=out,
         project_name="tuner",
         overwrite=False,  # a rerun continues the search
         seed=config.seed,
-        distribution_strategy=stage.strategy,
+        distribution_strategy=strategy,
     )
     if search.tuner == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=search.tune_epochs, **options)
     else:
         tuner = TUNERS[search.tuner](hypermodel, max_trials=search.max_trials, **options)
     tuner.search(
-        stage.train_ds,
-        validation_data=stage.eval_ds,
+        run_data.train,
+        validation_data=run_data.eval,
         epochs=search.tune_epochs,
         shuffle=False,
         verbose=config.verbose,
         callbacks=[
             # Every trial sees the same epochs of data: a fair comparison.
-            ctkd_callbacks.DataEpoch(stage.train_info.epoch),
-            keras.callbacks.TensorBoard(os.path.join(stage.out, "tensorboard")),
+            ctkd_callbacks.DataEpoch(run_data.train_info.epoch),
+            keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
         ],
     )
     trials = [
@@ -211,10 +227,8 @@ def _tune_and_evaluate(config, search):
         if t.score is not None
     ]
     best = trials[0]["hparams"]
-    with open(os.path.join(stage.out, "best_hparams.json"), "w") as file:
-        json.dump(best, file, indent=2)
-    with open(os.path.join(stage.out, "trials.json"), "w") as file:
-        json.dump(trials, file, indent=2)
+    resume.write_json(os.path.join(out, "best_hparams.json"), best)
+    resume.write_json(os.path.join(out, "trials.json"), trials)
     logging.info("Trials, best first (val_student_accuracy on %s):", search.val_split)
     for rank, trial in enumerate(trials, start=1):
         values = ", ".join(
@@ -226,14 +240,13 @@ def _tune_and_evaluate(config, search):
 
     final = None
     if search.final_train:
-        known = {field.name for field in dataclasses.fields(config)}
-        final = train_and_evaluate(
+        final = train.train_and_evaluate(
             dataclasses.replace(
                 config,
                 model_dir=os.path.join(config.model_dir, "final"),
                 expert_weights=config.expert_weights
-                or (os.path.join(stage.out, "expert.keras") if expert else None),
-                **{k: v for k, v in best.items() if k in known},
+                or (os.path.join(out, "expert.keras") if expert else None),
+                **best,
             )
         )
     return {"best_hparams": best, "trials": trials, "final": final}

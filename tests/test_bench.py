@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ctkd_tf import models, train
+from ctkd_tf import methods, models, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import ablate  # noqa: E402
@@ -23,7 +23,7 @@ import common  # noqa: E402
 @pytest.mark.parametrize("name", sorted(common.VARIANTS))
 def test_every_recipe_is_a_valid_config(name):
     config = train.TrainConfig(**common.VARIANTS[name])
-    assert config.method in train.METHODS
+    assert config.method in methods.names()
 
 
 def test_processes_sharing_a_series_of_runs_skip_the_run_another_trains(tmp_path, monkeypatch):

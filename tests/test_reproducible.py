@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from ctkd_tf import callbacks
+from ctkd_tf import resume
 
 from conftest import write_image_folder
 
@@ -59,7 +59,7 @@ def test_full_size_reruns_agree_and_a_kill_9_resume_loses_nothing(images, tmp_pa
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     first, second = start(images, reference), start(images, killed)
     deadline = time.time() + 600
-    while callbacks.checkpoint_metadata(killed / "checkpoints").get("epoch", 0) < 1:
+    while resume.checkpoint_metadata(killed / "checkpoints").get("epoch", 0) < 1:
         assert second.poll() is None, (Path(f"{killed}.log").read_text())[-3000:]
         assert time.time() < deadline, "no checkpoint of the first epoch"
         time.sleep(0.05)

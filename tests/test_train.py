@@ -17,8 +17,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
-from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf import export, train
+from ctkd_tf import export, methods, resume, train
 
 from conftest import tiny_train_config
 
@@ -73,7 +72,8 @@ def test_help_lists_the_apps_own_flags_with_defaults():
             check=False,
         )
         # absl's --help exits with status 1 after printing.
-        assert f"{flag}:" in done.stdout, done.stderr[-2000:] and "(default: " in done.stdout
+        assert f"{flag}:" in done.stdout, done.stderr[-2000:]
+        assert "(default: " in done.stdout
         assert "--attention_weight:" in done.stdout  # the shared training flags, in tune.py too
         assert "--tfds_" not in done.stdout and "--xla_" not in done.stdout  # not every library's
 
@@ -92,7 +92,7 @@ def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
                 f"--expert_weights={expert}",
                 "--export=",
             )
-    results = {m: json.loads((tmp_path / m / "results.json").read_text()) for m in train.METHODS}
+    results = {m: json.loads((tmp_path / m / "results.json").read_text()) for m in methods.names()}
     for method, result in results.items():
         assert result["method"] == method and result["dataset"] == "cifar10"
         assert 0.0 <= result["student_accuracy"] <= 1.0
@@ -126,10 +126,6 @@ def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
     assert (first / "export" / "student.tflite").exists()
 
 
-def tiny_config(tmp_path, **overrides):
-    return tiny_train_config(tmp_path, **overrides)
-
-
 class Interrupt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 2:
@@ -144,21 +140,21 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     # rl with a hint warm-up over 2 epochs: the weight is part of what must resume.
     # Two steps an epoch, a checkpoint after the first of each.
     options = dict(hint_warmup_epochs=2, hint_weight=0.5, checkpoint_steps=1)
-    straight = tiny_config(tmp_path / "a", **options)
+    straight = tiny_train_config(tmp_path / "a", **options)
     expected = train.train_and_evaluate(straight)
 
     # Stopped before the second step of the second epoch: resumed at that step, the
     # run's weights and every logged value, the interrupted epoch's means included,
     # are the uninterrupted run's.
-    mid = tiny_config(tmp_path / "mid", **options)
+    mid = tiny_train_config(tmp_path / "mid", **options)
     assert_resumes_from_a_step(mid, expected, straight)
 
-    resumed = tiny_config(tmp_path / "b", **options)
+    resumed = tiny_train_config(tmp_path / "b", **options)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(resumed, callbacks=[Interrupt()])
     assert not (Path(resumed.model_dir) / "student.keras").exists()
     backup = Path(resumed.model_dir) / "checkpoints"
-    interrupted = ctkd_callbacks.checkpoint_metadata(backup)
+    interrupted = resume.checkpoint_metadata(backup)
     assert interrupted["epoch"] == 2 and interrupted["wall_time_s"] > 0
     began = time.monotonic()
     result = train.train_and_evaluate(resumed)
@@ -166,7 +162,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     assert result["wall_time_s"] == pytest.approx(
         interrupted["wall_time_s"] + time.monotonic() - began, abs=0.5
     )
-    assert ctkd_callbacks.checkpoint_metadata(backup)["wall_time_s"] > interrupted["wall_time_s"]
+    assert resume.checkpoint_metadata(backup)["wall_time_s"] > interrupted["wall_time_s"]
     assert result["history"]["epoch"] == [0.0, 1.0, 2.0]
     # The step schedule went on from the restored optimizer: 0.1, 0.1, then 0.02.
     np.testing.assert_allclose(result["history"]["learning_rate"], [0.1, 0.1, 0.02], rtol=1e-6)
@@ -192,7 +188,7 @@ def assert_resumes_from_a_step(config, expected, straight):
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, callbacks=[InterruptMidEpoch()])
     backup = Path(config.model_dir) / "checkpoints"
-    checkpoint = ctkd_callbacks.checkpoint_metadata(backup)
+    checkpoint = resume.checkpoint_metadata(backup)
     assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 1) and checkpoint["metrics"]
     assert [p.name for p in backup.glob("*.weights.h5")] == ["epoch1_step1.weights.h5"]
     result = train.train_and_evaluate(config)
@@ -201,7 +197,7 @@ def assert_resumes_from_a_step(config, expected, straight):
     assert result["student_accuracy"] == expected["student_accuracy"]
     for a, b in zip(student_weights(straight.model_dir), student_weights(config.model_dir), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert ctkd_callbacks.checkpoint_metadata(backup)["batch"] == 0  # the last: an epoch's end
+    assert resume.checkpoint_metadata(backup)["batch"] == 0  # the last: an epoch's end
 
 
 def test_resume_in_the_middle_of_an_epoch_under_mirrored_strategy(tmp_path):
@@ -214,16 +210,16 @@ def test_resume_in_the_middle_of_an_epoch_under_mirrored_strategy(tmp_path):
         strategy="mirrored",
         checkpoint_steps=1,
     )
-    straight = tiny_config(tmp_path, name="straight", **options)
+    straight = tiny_train_config(tmp_path, name="straight", **options)
     expected = train.train_and_evaluate(straight)
     # Validation values too: every replica holds the same batch-norm moving statistics
     # (batchnorm.FusedBatchNormalization averages them), so the run resumed from the
     # checkpoint's one copy scores as the uninterrupted run does.
-    assert_resumes_from_a_step(tiny_config(tmp_path, name="resumed", **options), expected, straight)
+    assert_resumes_from_a_step(tiny_train_config(tmp_path, name="resumed", **options), expected, straight)
 
 
 def test_without_validation_every_epoch_the_run_trains_the_same_and_scores_once(tmp_path):
-    validated = tiny_config(tmp_path, name="validated", epochs=2, method="student")
+    validated = tiny_train_config(tmp_path, name="validated", epochs=2, method="student")
     once = dataclasses.replace(validated, model_dir=str(tmp_path / "once"), validate_every_epoch=False)
     results = [train.train_and_evaluate(config) for config in (validated, once)]
     assert "val_student_accuracy" in results[0]["history"]
@@ -236,10 +232,10 @@ def test_without_validation_every_epoch_the_run_trains_the_same_and_scores_once(
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, caplog):
     caplog.set_level("INFO", logger="absl")
-    config = tiny_config(tmp_path, epochs=1, method="student")
+    config = tiny_train_config(tmp_path, epochs=1, method="student")
     train.train_and_evaluate(config)
     backup = Path(config.model_dir) / "checkpoints"
-    checkpoint = backup / ctkd_callbacks.checkpoint_metadata(backup)["weights"]
+    checkpoint = backup / resume.checkpoint_metadata(backup)["weights"]
     saved = checkpoint.read_bytes()
     diverging = dataclasses.replace(config, epochs=2, learning_rate=1e30, lr_boundaries=())
     with pytest.raises(FloatingPointError, match="loss became (nan|inf).*last completed epoch is kept"):

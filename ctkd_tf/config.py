@@ -1,0 +1,122 @@
+"""`TrainConfig`: everything a run depends on, each option defined once (default, help, check).
+
+`apps/train.py` makes its flags from these fields (`options.define_flags`), so a field
+added here is a flag with the same name, help and check.
+"""
+
+import dataclasses
+
+from ctkd_tf import data, distribute, export, methods, models
+from ctkd_tf.ctkd import ATTENTION_TARGETS, HINT_LOSSES
+from ctkd_tf.options import at_least, check, check_fields, fraction, option, positive
+
+LR_SCHEDULES = ("step", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _increasing(values):
+    return list(values) == sorted(set(values))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; the defaults are the reference CIFAR recipe (the paper's).
+
+    Each attribute is the flag of the same name of `apps/train.py` (see `--helpfull`).
+    A loss option of a teacher the method does not have is not used, so one recipe
+    serves every method (`methods.Method.build` says which method uses which).
+    """
+
+    dataset: str = option("cifar10", "Data set.", choices=tuple(data.RECIPES))
+    data_dir: str | None = option(None, "TFDS data dir; for image_folder, the images' root.")
+    train_split: str = option("train", "Training split (TFDS syntax).")
+    eval_split: str = option("test", "Evaluation split (TFDS syntax).")
+    method: str = option("ctkd", "ctkd, or a baseline: student, kd, at, rl.", choices=methods.names)
+    student: str = option("wrn16_1", "Student network.", choices=models.names)
+    scratch_teacher: str = option("wrn40_1", "Scratch teacher.", choices=models.names)
+    expert: str = option("wrn40_1", "Expert network (trained if not given).", choices=models.names)
+    # Whether the file exists is checked when the run needs it (and by the flag, at once).
+    expert_weights: str | None = option(None, "A trained expert: a .keras file or a shipped expert's name.")
+    attention_target: str = option(
+        "student",
+        "Network(s) the expert's attention guides: student (the paper), scratch (the reference code), both.",
+        choices=ATTENTION_TARGETS,
+    )
+    hint_weight: float = option(0.03, "Weight of the hint.", at_least(0))
+    attention_weight: float = option(1000.0, "Attention weight.", at_least(0))
+    hint_warmup_epochs: int = option(0, "Ramp the hint weight up from 0 over these epochs.", at_least(0))
+    hint_loss: str = option(
+        "mse", "mse: the paper's squared logit difference; kl: T^2 KL.", choices=HINT_LOSSES
+    )
+    hint_temperature: float = option(4.0, "Softmax temperature of --hint_loss=kl.", positive)
+    expert_kd_weight: float = option(
+        0.0,
+        "CTKD/AT: weight of an extra KD term from the expert's logits (at --kd_temperature); 0: the paper.",
+        at_least(0),
+    )
+    kd_temperature: float = option(4.0, "KD softmax temperature.", positive)
+    scratch_kd_weight: float = option(
+        0.0,
+        "CTKD: weight of a KD term from the expert's logits into the scratch teacher; 0: the paper.",
+        at_least(0),
+    )
+    hint_when_correct: bool = option(
+        False, "The hint only on examples the scratch teacher gets right; off: the paper."
+    )
+    kd_alpha: float = option(0.9, "KD term weight.", fraction)
+    epochs: int = option(200, "Training epochs.", at_least(1))
+    expert_epochs: int = option(200, "Expert epochs.", at_least(1))
+    batch_size: int = option(128, "Global batch size.", at_least(1))
+    learning_rate: float = option(0.1, "Initial learning rate.", positive)
+    lr_schedule: str = option(
+        "step", "step: x lr_decay at lr_boundaries; cosine: to 0.", choices=LR_SCHEDULES
+    )
+    lr_boundaries: tuple[int, ...] = option(
+        (60, 120, 160),
+        "Epochs at which the rate is multiplied by lr_decay.",
+        (_increasing, "strictly increasing whole epochs, e.g. 60,120,160"),
+    )
+    lr_decay: float = option(0.2, "Learning-rate factor at each boundary.", positive)
+    momentum: float = option(0.9, "SGD momentum.", (lambda value: 0 <= value < 1, "in [0, 1)"))
+    weight_decay: float = option(5e-4, "PyTorch-style weight decay (L2).", at_least(0))
+    model_dir: str = option("runs/cifar10_ctkd", "Where everything of the run goes.")
+    seed: int = option(0, "Seed of initialisation, shuffling and augmentation.")
+    deterministic: bool = option(
+        False, "Bit-identical reruns: deterministic ops, gradient sums in a fixed order."
+    )
+    strategy: str = option("auto", "tf.distribute strategy.", choices=distribute.STRATEGIES)
+    num_gpus: int | None = option(None, "Use at most this many GPUs.", at_least(0))
+    sync_batchnorm: bool = option(False, "Batch-norm statistics synced across replicas.")
+    mixed_precision: str = option("float32", "Keras dtype policy; losses stay float32.", choices=PRECISIONS)
+    jit_compile: bool = option(False, "Compile the training step with XLA.")
+    steps_per_execution: int = option(1, "Training steps per tf.function call.", at_least(1))
+    export: tuple[str, ...] = option(
+        (),
+        f"Student exports: {', '.join(export.EXPORT_FORMATS)}.",
+        (
+            lambda formats: set(formats) <= set(export.EXPORT_FORMATS),
+            f"among {', '.join(export.EXPORT_FORMATS)}",
+        ),
+    )
+    tflite_quantize: bool = option(False, "Also an int8 TFLite student.")
+    validate_every_epoch: bool = option(
+        True,
+        "Score --eval_split after every epoch (log.csv, TensorBoard); --novalidate_every_epoch scores it "
+        "once, after the last epoch, and saves that time.",
+    )
+    checkpoint_steps: int = option(
+        100,
+        "Also checkpoint every this many training steps within an epoch (0: at epochs' ends only); "
+        "a run stopped in the middle of an epoch resumes at the step after its last checkpoint.",
+        at_least(0),
+    )
+    verbose: int = option(1, "0 silent, 1 progress bars, 2 a line per epoch.")
+
+    def __post_init__(self):
+        check_fields(self)
+        check(
+            methods.get(self.method).multi_worker or self.strategy != "multi_worker",
+            "strategy",
+            f"not multi_worker with --method={self.method}: Keras's Distiller does not run under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585)",
+        )

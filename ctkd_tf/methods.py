@@ -1,0 +1,129 @@
+"""The methods a run can train, by name: their networks, how their model is built, what the tuner searches.
+
+CTKD and its baselines are, all but KD, the same `CTKD` model with fewer teachers:
+without a scratch teacher it is Attention Transfer, without an expert Rocket Launching,
+without both the student alone. Training (`train`), the tuner (`tune`) and the
+benchmarks read what they need of a method here.
+"""
+
+import dataclasses
+
+import keras
+
+from ctkd_tf.ctkd import CTKD
+from ctkd_tf.distiller import hinton_kd
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method of the comparison.
+
+    Attributes:
+        name: its `--method` name.
+        description: one line, for `--help` and tables.
+        scratch_teacher: whether it trains a scratch teacher with the student.
+        expert: whether it needs a trained expert (stage 1 of a run).
+        searched: the loss options (`TrainConfig` fields) the tuner searches for it.
+        distiller: built as Keras's `Distiller` (Hinton KD) rather than `CTKD`.
+    """
+
+    name: str
+    description: str
+    scratch_teacher: bool
+    expert: bool
+    searched: tuple
+    distiller: bool = False
+
+    @property
+    def multi_worker(self):
+        """Whether it trains under `MultiWorkerMirroredStrategy`: Keras's `Distiller` does not
+        (keras-team/keras#20585; `CTKD` works around it)."""
+        return not self.distiller
+
+    def build(self, config, student, scratch_teacher=None, expert=None):
+        """The method's model over the networks, with `config`'s loss options (not compiled).
+
+        A loss option of a teacher the method does not have is not used, so one config
+        serves every method: the hint's options need the scratch teacher, the
+        attention's and the expert's KD the expert, and `attention_target` and
+        `scratch_kd_weight` both (CTKD's choices: otherwise the attention guides the one
+        trained network, the student).
+        """
+        if self.distiller:
+            return hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
+        both = self.scratch_teacher and self.expert
+        return CTKD(
+            student=student,
+            scratch_teacher=scratch_teacher if self.scratch_teacher else None,
+            expert_teacher=expert if self.expert else None,
+            attention_target=config.attention_target if both else "student",
+            hint_weight=config.hint_weight if self.scratch_teacher else None,
+            attention_weight=config.attention_weight if self.expert else None,
+            hint_loss=config.hint_loss,
+            hint_temperature=config.hint_temperature,
+            expert_kd_weight=config.expert_kd_weight if self.expert else 0.0,
+            kd_temperature=config.kd_temperature,
+            scratch_kd_weight=config.scratch_kd_weight if both else 0.0,
+            hint_when_correct=config.hint_when_correct and self.scratch_teacher,
+        )
+
+    def compile(self, model, optimizer, **options):
+        """Compiles a model of this method (`options`: `jit_compile`, `steps_per_execution`)."""
+        if self.distiller:  # the student's loss and metric, named as CTKD's
+            options.update(
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="student_accuracy")],
+            )
+        model.compile(optimizer=optimizer, **options)
+        return model
+
+
+_METHODS = (
+    Method(
+        "ctkd",
+        "CTKD: the scratch teacher's hint and the expert's attention",
+        scratch_teacher=True,
+        expert=True,
+        searched=("hint_weight", "attention_weight", "attention_target"),
+    ),
+    Method("student", "the student alone", scratch_teacher=False, expert=False, searched=()),
+    Method(
+        "kd",
+        "Hinton KD from the expert's logits (keras.distillation)",
+        scratch_teacher=False,
+        expert=True,
+        searched=("kd_temperature", "kd_alpha"),
+        distiller=True,
+    ),
+    Method(
+        "at",
+        "Attention Transfer from the expert",
+        scratch_teacher=False,
+        expert=True,
+        searched=("attention_weight",),
+    ),
+    Method(
+        "rl",
+        "Rocket Launching: the scratch teacher's hint",
+        scratch_teacher=True,
+        expert=False,
+        searched=("hint_weight",),
+    ),
+)
+METHODS = {method.name: method for method in _METHODS}
+
+
+def names():
+    """The methods' names, CTKD first, then the baselines."""
+    return tuple(METHODS)
+
+
+def get(name):
+    """The `Method` of a name.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; known: {', '.join(METHODS)}.")
+    return METHODS[name]
