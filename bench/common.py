@@ -121,7 +121,7 @@ def forward_flops(model):
 
     flops = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             _, height, width, _ = layer.output.shape
             kernel = int(np.prod(layer.kernel.shape))  # kh * kw * in * out
             flops += 2 * height * width * kernel

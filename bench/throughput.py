@@ -2,6 +2,12 @@
 
 Run: python bench/throughput.py [--processes=5] [--precision=float32|mixed_bfloat16]
      [--jit_compile] [--keras_batchnorm] [--deterministic] [--steps=16] [--side_by_side]
+     [--student=wrn16_1 --teacher=wrn40_1 [--expert=...] --image_size=32]
+
+Networks are zoo names or Keras Applications names (built with weights=None, logits out,
+attention pairs "auto"), for example
+    python bench/throughput.py --student=MobileNetV3Small --teacher=MobileNetV3Large \
+        --expert=EfficientNetB0 --image_size=96 --batch_size=32 --processes=1
 
 First the machine's measured fp32 matrix-multiply peak (GFLOP/s), and the step's
 physical limit: that peak over the step's arithmetic (forward and backward of the
@@ -77,12 +83,20 @@ class Bench:
         self.args = args
         keras.mixed_precision.set_dtype_policy(args.precision)
         keras.utils.set_random_seed(0)
-        self.shape, self.classes = (32, 32, 3), 10
+        self.shape, self.classes = (args.image_size, args.image_size, 3), 10
         rng = np.random.default_rng(0)
         self.x = tf.constant(rng.normal(size=(args.batch_size, *self.shape)).astype("float32"))
         self.y = tf.constant(rng.integers(0, self.classes, size=args.batch_size))
 
     def net(self, name, role):
+        if name not in ctkd_tf.models.names():  # a Keras Applications network
+            return getattr(keras.applications, name)(
+                input_shape=self.shape,
+                weights=None,
+                classes=self.classes,
+                classifier_activation=None,
+                name=role,
+            )
         return ctkd_tf.models.get(
             name,
             self.classes,
@@ -97,7 +111,8 @@ class Bench:
         args = self.args
         if student is None:
             student = self.net(args.student, "student")
-            scratch_teacher, expert = self.net(args.teacher, "scratch"), self.net(args.teacher, "expert")
+            scratch_teacher = self.net(args.teacher, "scratch")
+            expert = self.net(args.expert or args.teacher, "expert")
         return ctkd_tf.CTKD(student, scratch_teacher, expert, fused_batchnorm=not args.keras_batchnorm)
 
     def train_step(self, model, **compile_args):
@@ -155,7 +170,9 @@ def main():
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--processes", type=int, default=5, help="fresh processes timing the CTKD step")
     parser.add_argument("--student", default="wrn16_1")
-    parser.add_argument("--teacher", default="wrn40_1")
+    parser.add_argument("--teacher", default="wrn40_1", help="the scratch teacher (and the expert)")
+    parser.add_argument("--expert", default=None, help="the expert, if not --teacher")
+    parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--no_parts", action="store_true", help="only the CTKD step in fresh processes")
     parser.add_argument(
         "--side_by_side",
@@ -184,7 +201,8 @@ def main():
     limit = peak * 1e9 / flops
     batchnorm = "Keras batch norm" if args.keras_batchnorm else "fused batch norm"
     print(
-        f"{args.student} student, {args.teacher} scratch teacher and expert, batch {args.batch_size}, "
+        f"{args.student} student, {args.teacher} scratch teacher, {args.expert or args.teacher} expert, "
+        f"{args.image_size} px, batch {args.batch_size}, "
         f"{args.precision}{', XLA' if args.jit_compile else ''}, {batchnorm}"
         f"{', deterministic' if args.deterministic else ''}\n  on {machine()}\n"
         f"  threads: intra-op {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}, "

@@ -7,8 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ctkd_tf import losses
-from ctkd_tf.ctkd import feature_tap
+from ctkd_tf import losses, networks
 
 
 class DataEpoch(keras.callbacks.Callback):
@@ -89,16 +88,15 @@ class AttentionImages(keras.callbacks.Callback):
         super().__init__()
         self.images = tf.convert_to_tensor(images)
         self.layers = list(student_layers)
-        self.student_tap = feature_tap(student, self.layers, "student", with_logits=False)
+        self.student_tap = networks.View(student, "student", self.layers)
         self.expert_tap = None
         if expert is not None:
-            self.expert_tap = feature_tap(expert, list(expert_layers), "expert_teacher", with_logits=False)
+            self.expert_tap = networks.View(expert, "expert_teacher", list(expert_layers))
         self.writer = tf.summary.create_file_writer(log_dir)
         self.display_images = display_images
 
     def _maps(self, tap):
-        features = tap(self.images, training=False)
-        features = features if isinstance(features, (list, tuple)) else [features]
+        _, features = tap(self.images, training=False)
         maps = []
         for feature in features:
             flat = losses.attention_map(feature)

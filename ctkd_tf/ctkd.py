@@ -5,54 +5,19 @@ import typing
 
 import keras
 import tensorflow as tf
+from absl import logging
 
-from ctkd_tf import batchnorm, distribute, losses, models
+from ctkd_tf import batchnorm, distribute, losses, networks
 
 # The method doc's defaults: the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
 DEFAULT_HINT_WEIGHT = 0.03
 DEFAULT_ATTENTION_WEIGHT = 1000.0
 ATTENTION_TARGETS = ("student", "scratch", "both")
+ROLES = ("student", "scratch_teacher", "expert_teacher")
 # The hint: the squared logit difference (Rocket Launching, the paper) or the
 # temperature-softened KL of online distillation (Zhang et al.'s mutual learning).
 HINT_LOSSES = ("mse", "kl")
-
-
-def feature_tap(model, layer_names, role, with_logits=True):
-    """A functional model returning a network's logits and named layer outputs.
-
-    It shares the network's layers and weights, so one call computes everything
-    the losses need in one forward pass.
-
-    Args:
-        model: a functional or Sequential `keras.Model`.
-        layer_names: names of the layers to tap, in order.
-        role: how the model is called in error messages ("student", ...).
-        with_logits: put the model's output first.
-
-    Returns:
-        A `keras.Model` returning `[logits, *features]` (or `[*features]`).
-
-    Raises:
-        ValueError: for a subclassed model or a missing layer.
-    """
-    if not getattr(model, "inputs", None):
-        raise ValueError(
-            f"The {role} {model.name!r} is a subclassed model: attention maps are "
-            "tapped by layer name, which needs a functional or Sequential model."
-        )
-    known = {layer.name for layer in model.layers}
-    missing = [name for name in layer_names if name not in known]
-    if missing:
-        raise ValueError(
-            f"The {role} {model.name!r} has no layer named {', '.join(map(repr, missing))}. "
-            f"Its layers: {', '.join(sorted(known))}."
-        )
-    outputs = [model.get_layer(name).output for name in layer_names]
-    if with_logits:
-        outputs = [model.outputs[0], *outputs]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs, name=f"{model.name}_tap")
 
 
 def _resolve_weight(value, default, has_teacher, argument, teacher):
@@ -75,7 +40,7 @@ class Outputs(typing.NamedTuple):
     expert: tf.Tensor | None
     student_features: list  # the tapped activations, one per attention pair
     scratch_features: list
-    expert_features: list
+    expert_features: dict  # by the expert's layer path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,22 +72,21 @@ def _hint(model, out):
 
 
 def _attention(model, out):
-    # One term per guided network (the features of the others are empty).
+    # One term per guided network, each against the expert's layers of its own pairs.
     return losses.fixed_order_sum(
         [
-            losses.attention_transfer(features, out.expert_features)
-            for features in (out.student_features, out.scratch_features)
-            if features
+            losses.attention_transfer(features, [out.expert_features[e] for _, e in model._pairs[role]])
+            for role, features in (
+                ("student", out.student_features),
+                ("scratch_teacher", out.scratch_features),
+            )
+            if role in model._pairs
         ]
     )
 
 
 def _has_scratch(model):
     return model.scratch_teacher is not None
-
-
-def _has_expert(model):
-    return model.expert_teacher is not None
 
 
 # In the order they are summed and logged; adding a term is adding an entry.
@@ -132,7 +96,7 @@ LOSS_TERMS = (
         "scratch_ce", lambda model, out: losses.cross_entropy(out.labels, out.scratch), used=_has_scratch
     ),
     LossTerm("hint_loss", _hint, "_hint_weight", _has_scratch),
-    LossTerm("attention_loss", _attention, "_attention_weight", _has_expert),
+    LossTerm("attention_loss", _attention, "_attention_weight", lambda model: bool(model._pairs)),
     LossTerm(
         "expert_kd_loss",
         lambda model, out: losses.knowledge_distillation(out.expert, out.student, model.kd_temperature),
@@ -158,12 +122,33 @@ class CTKD(keras.Model):
     a scratch teacher it is Attention Transfer, without an expert Rocket Launching,
     without both plain training of the student.
 
+    Any Keras network serves (functional, Sequential, nested, subclassed; see
+    `networks.View`): the losses take its logits, and a network whose output passes
+    through a final softmax layer (Keras Applications' default) is trained on the
+    logits before it, with the same weights; the network itself still predicts
+    probabilities, and saves as it was built.
+
     Args:
-        student: a `keras.Model` mapping images to logits.
+        student: a `keras.Model` mapping images to logits (or probabilities, above).
         scratch_teacher: a `keras.Model` trained jointly from scratch, or None.
-        expert_teacher: a pre-trained `keras.Model`, frozen here, or None.
-        attention_pairs: `[(trained_layer, expert_layer), ...]`, the matching points;
-            None uses the zoo's residual group outputs (`models.GROUP_OUTPUTS`).
+        expert_teacher: a pre-trained `keras.Model`, frozen here, or None. It must
+            predict the student's classes: fine-tune an ImageNet network first.
+        attention_pairs: `[(trained_layer, expert_layer), ...]`, the matching points,
+            each a layer path (names joined by `/` into nested models, as
+            `"efficientnetb0/block4a_expand_activation"`); `"auto"`: for every spatial
+            resolution both networks have (above 1x1), the last layer at that
+            resolution in each (`networks.auto_pairs`), chosen for the student and the
+            scratch teacher each; None: the zoo's residual group outputs
+            (`models.GROUP_OUTPUTS`) when both networks have them, else `"auto"`;
+            `[]`: no attention term. Maps whose sizes differ by an integer factor are
+            matched by average-pooling the larger activation. The pairs chosen are
+            `model.attention_pairs` (and `model.scratch_attention_pairs`).
+        preprocessing: `{role: callable}` applied to the input before that network
+            (`"student"`, `"scratch_teacher"`, `"expert_teacher"`), so that each sees
+            the pixel values it was trained on: for example an expert trained on
+            `[-1, 1]` pixels while the pipeline gives 0-255 (`build_dataset(...,
+            normalize=False)`). Calling the model (`predict`, `evaluate`) applies the
+            student's.
         attention_target: which trained network the expert's attention maps
             guide: `"student"` (the paper), `"scratch"` (the reference code) or
             `"both"` (each gets its own attention term; their sum is weighted).
@@ -204,6 +189,7 @@ class CTKD(keras.Model):
         scratch_teacher=None,
         expert_teacher=None,
         attention_pairs=None,
+        preprocessing=None,
         attention_target="student",
         hint_weight=None,
         attention_weight=None,
@@ -289,28 +275,30 @@ class CTKD(keras.Model):
             trainable=False,
             name="attention_weight",
         )
+        self.preprocessing = dict(preprocessing or {})
+        unknown = set(self.preprocessing) - set(ROLES)
+        if unknown:
+            raise ValueError(f"preprocessing keys must be among {', '.join(ROLES)}, got {sorted(unknown)}.")
         self._check_compatible()
-
-        self.attention_pairs = None
-        self._student_tap = self._scratch_tap = self._expert_tap = None
-        if expert_teacher is not None:
-            pairs = attention_pairs or [(name, name) for name in models.GROUP_OUTPUTS]
-            self.attention_pairs = [tuple(pair) for pair in pairs]
-            trained_names = [pair[0] for pair in self.attention_pairs]
-            self._expert_tap = feature_tap(
-                expert_teacher, [pair[1] for pair in self.attention_pairs], "expert_teacher"
+        self._attention_pairs_argument = attention_pairs
+        self._pairs = self._choose_pairs(attention_pairs)  # role -> [(trained_layer, expert_layer)]
+        self.attention_pairs = self._pairs.get("student", self._pairs.get("scratch_teacher"))
+        self.scratch_attention_pairs = self._pairs.get("scratch_teacher")
+        self._views = {
+            role: networks.View(
+                getattr(self, role), role, [trained for trained, _ in self._pairs.get(role, [])]
             )
-            if attention_target in ("student", "both"):
-                self._student_tap = feature_tap(student, trained_names, "student")
-            if attention_target in ("scratch", "both"):
-                self._scratch_tap = feature_tap(scratch_teacher, trained_names, "scratch_teacher")
-            for tap in (self._student_tap, self._scratch_tap):
-                if tap is not None:
-                    self._check_spatial_sizes(tap.outputs[1:], self._expert_tap.outputs[1:])
+            for role in ROLES[:2]
+            if getattr(self, role) is not None
+        }
+        if expert_teacher is not None:
+            expert_layers = list(dict.fromkeys(e for pairs in self._pairs.values() for _, e in pairs))
+            self._views["expert_teacher"] = networks.View(expert_teacher, "expert_teacher", expert_layers)
             expert_teacher.trainable = False
-            self._expert_tap.trainable = False
-        elif attention_pairs:
-            raise ValueError("attention_pairs were given but there is no expert_teacher.")
+            for role, pairs in self._pairs.items():
+                self._check_spatial_sizes(role, pairs)
+            if self._pairs:
+                logging.info("CTKD attention pairs: %s", self._pairs)
 
         self.built = all(net is None or net.built for net in (student, scratch_teacher, expert_teacher))
 
@@ -342,12 +330,40 @@ class CTKD(keras.Model):
 
     @attention_weight.setter
     def attention_weight(self, value):
-        self._attention_weight.assign(
-            _resolve_weight(value, 0.0, self.expert_teacher is not None, "attention_weight", "expert_teacher")
+        value = _resolve_weight(
+            value, 0.0, self.expert_teacher is not None, "attention_weight", "expert_teacher"
         )
+        if value > 0 and not self._pairs:
+            raise ValueError(
+                "This CTKD model has no attention term (built with attention_weight=0 or "
+                "attention_pairs=[]): build it with the weight instead."
+            )
+        self._attention_weight.assign(value)
+
+    def _choose_pairs(self, attention_pairs):
+        expert = self.expert_teacher
+        if expert is None:
+            if attention_pairs:
+                raise ValueError("attention_pairs were given but there is no expert_teacher.")
+            return {}
+        if attention_pairs == [] or self.attention_weight == 0:
+            return {}  # no attention term: no layer is tapped
+        guided = {"student": ("student", "both"), "scratch_teacher": ("scratch", "both")}
+        pairs = {}
+        for role, targets in guided.items():
+            net = getattr(self, role)
+            if net is None or self.attention_target not in targets:
+                continue
+            if attention_pairs is None:
+                pairs[role] = networks.default_pairs(net, expert, role)
+            elif attention_pairs == "auto":
+                pairs[role] = networks.auto_pairs(net, expert, role)
+            else:
+                pairs[role] = [tuple(pair) for pair in attention_pairs]
+        return pairs
 
     def _check_compatible(self):
-        """Networks must take the same images and predict the same classes."""
+        """Networks must take compatible images (None matches any size) and predict the same classes."""
 
         def signature(net):
             if not getattr(net, "inputs", None):
@@ -355,35 +371,50 @@ class CTKD(keras.Model):
             return tuple(net.inputs[0].shape[1:]), net.outputs[0].shape[-1]
 
         reference = signature(self.student)
-        for role in ("scratch_teacher", "expert_teacher"):
+        for role in ROLES[1:]:
             net = getattr(self, role)
             other = None if net is None else signature(net)
             if reference is None or other is None:
                 continue
-            if other[0] != reference[0]:
-                raise ValueError(
-                    f"The {role} takes inputs of shape {other[0]} but the student {reference[0]}."
-                )
             if other[1] != reference[1]:
-                raise ValueError(f"The {role} predicts {other[1]} classes but the student {reference[1]}.")
+                raise ValueError(
+                    f"The {role} predicts {other[1]} classes but the student {reference[1]}: the teachers "
+                    "must predict the student's classes (fine-tune a pre-trained expert to them first)."
+                )
+            if role in self.preprocessing or "student" in self.preprocessing:
+                continue  # the preprocessing may resize
+            if len(other[0]) != len(reference[0]) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(other[0], reference[0], strict=True)
+            ):
+                raise ValueError(
+                    f"The {role} takes inputs of shape {other[0]} but the student {reference[0]}; "
+                    "give it preprocessing= that resizes, or build both for one image size."
+                )
 
-    def _check_spatial_sizes(self, trained_features, expert_features):
-        for (trained_name, expert_name), a, e in zip(
-            self.attention_pairs, trained_features, expert_features, strict=True
-        ):
-            if len(a.shape) != 4 or len(e.shape) != 4:
+    def _check_spatial_sizes(self, role, pairs):
+        """Each pair taps 4-D maps whose sizes are equal or differ by an integer factor (when known)."""
+        net = getattr(self, role)
+        for trained_path, expert_path in pairs:
+            a = networks.output_shape(networks.layer_at(net, trained_path, role))
+            e = networks.output_shape(networks.layer_at(self.expert_teacher, expert_path, "expert_teacher"))
+            if a is None or e is None or None in (*a[1:3], *e[1:3]):
+                continue  # checked when the step is traced (losses.match_sizes)
+            if len(a) != 4 or len(e) != 4:
                 raise ValueError(
-                    f"Attention pair ({trained_name!r}, {expert_name!r}) must tap 4-D "
-                    f"(batch, height, width, channels) outputs, got {a.shape} and {e.shape}."
+                    f"Attention pair ({trained_path!r}, {expert_path!r}) must tap 4-D "
+                    f"(batch, height, width, channels) outputs, got {a} and {e}."
                 )
-            if tuple(a.shape[1:3]) != tuple(e.shape[1:3]):
-                raise ValueError(
-                    f"Attention pair ({trained_name!r}, {expert_name!r}) has maps of different "
-                    f"spatial sizes: {tuple(a.shape[1:3])} and {tuple(e.shape[1:3])}."
-                )
+            try:
+                losses.pooling_factor(a[1:3], e[1:3])
+            except ValueError as error:
+                raise ValueError(f"Attention pair ({trained_path!r}, {expert_path!r}): {error}") from None
 
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        return self.student(self._input("student", inputs), training=training)
+
+    def _input(self, role, x):
+        return self.preprocessing[role](x) if role in self.preprocessing else x
 
     def build(self, input_shape):
         for net in (self.student, self.scratch_teacher, self.expert_teacher):
@@ -420,22 +451,19 @@ class CTKD(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    @staticmethod
-    def _run(net, tap, x, training):
-        if tap is None:
-            return net(x, training=training), []
-        logits, *features = tap(x, training=training)
-        return logits, features
-
     def _forward(self, x, y, training):
-        """One forward pass of each network (the expert in inference mode)."""
-        student, student_features = self._run(self.student, self._student_tap, x, training)
+        """One forward pass of each network (the expert in inference mode), logits out."""
+        student, student_features = self._views["student"](self._input("student", x), training)
         scratch, scratch_features = None, []
         if self.scratch_teacher is not None:
-            scratch, scratch_features = self._run(self.scratch_teacher, self._scratch_tap, x, training)
-        expert, expert_features = None, []
+            scratch, scratch_features = self._views["scratch_teacher"](
+                self._input("scratch_teacher", x), training
+            )
+        expert, expert_features = None, {}
         if self.expert_teacher is not None:
-            expert, *expert_features = self._expert_tap(x, training=False)
+            view = self._views["expert_teacher"]
+            expert, features = view(self._input("expert_teacher", x), False)
+            expert_features = dict(zip(view.taps, features, strict=True))
         return Outputs(y, student, scratch, expert, student_features, scratch_features, expert_features)
 
     def _compute_terms(self, x, y, training):
@@ -504,7 +532,8 @@ class CTKD(keras.Model):
                 "student": serialize(self.student),
                 "scratch_teacher": serialize(self.scratch_teacher),
                 "expert_teacher": serialize(self.expert_teacher),
-                "attention_pairs": self.attention_pairs,
+                "attention_pairs": self._attention_pairs_argument,
+                "preprocessing": {role: serialize(fn) for role, fn in self.preprocessing.items()} or None,
                 "attention_target": self.attention_target,
                 "hint_weight": self.hint_weight,
                 "attention_weight": self.attention_weight,
@@ -522,6 +551,11 @@ class CTKD(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for role in ("student", "scratch_teacher", "expert_teacher"):
+        for role in ROLES:
             config[role] = keras.saving.deserialize_keras_object(config[role])
+        if config.get("preprocessing"):
+            config["preprocessing"] = {
+                role: keras.saving.deserialize_keras_object(fn)
+                for role, fn in config["preprocessing"].items()
+            }
         return cls(**config)

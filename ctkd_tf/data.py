@@ -76,7 +76,7 @@ class DatasetInfo:
     epoch: tf.Variable | None = None
 
 
-def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_classes=None):
+def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_classes=None, normalize=True):
     """Builds a batched `tf.data` pipeline of normalised images and integer labels.
 
     Args:
@@ -94,6 +94,10 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
             of the seed and the epoch only).
         num_classes: if given, the number of classes the model predicts: a data set
             with another number of classes is an error.
+        normalize: subtract the per-channel mean and divide by the std (`info.mean`,
+            `info.std`); False gives the pixels as float32 in [0, 255], for networks
+            that carry their own preprocessing (Keras Applications) or are given their
+            own (`CTKD(preprocessing=...)`).
 
     Returns:
         `(dataset, info)`: a `tf.data.Dataset` of `(float32 images, int32 labels)`
@@ -124,11 +128,12 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
     mean = tf.constant(info.mean, tf.float32)
     std = tf.constant(info.std, tf.float32)
 
-    def normalize(image, label):
-        return (tf.cast(image, tf.float32) - mean) / std, label
+    def scale(image, label):
+        image = tf.cast(image, tf.float32)
+        return ((image - mean) / std if normalize else image), label
 
     if not training:
-        dataset = source.map(normalize, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        dataset = source.map(scale, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
         return dataset.prefetch(tf.data.AUTOTUNE), info
 
     steps = info.num_examples // batch_size
@@ -143,7 +148,7 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
 
     def augment_example(epoch_seed, index, example):
         image, label = example
-        return normalize(augment(image, tf.stack([epoch_seed, index]), recipe.flip), label)
+        return scale(augment(image, tf.stack([epoch_seed, index]), recipe.flip), label)
 
     def permute(epoch_seed, window, examples):
         order = tf.argsort(tf.random.stateless_uniform(tf.shape(examples[0]), tf.stack([epoch_seed, window])))

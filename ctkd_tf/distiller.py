@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ctkd_tf import batchnorm
+from ctkd_tf import batchnorm, networks
 from ctkd_tf.losses import KnowledgeDistillation, fixed_order_sum
 
 
@@ -51,9 +51,21 @@ def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True
 
     Returns:
         A `Distiller`; compile it with the student's cross-entropy as `loss`.
+
+    Raises:
+        ValueError: for a network ending in a softmax layer (Keras's Distiller would take
+            its probabilities as logits).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"kd_alpha must lie in [0, 1], got {alpha}.")
+    for role, net in (("student", student), ("teacher", teacher)):
+        softmax = networks.final_softmax(net)
+        if softmax:
+            raise ValueError(
+                f"The {role} {net.name!r} ends in a softmax ({softmax!r}) and Keras's Distiller takes "
+                "its outputs as logits: build it without (Keras Applications: "
+                "classifier_activation=None), or use ctkd_tf.CTKD, which trains on the logits."
+            )
     if fused_batchnorm:
         batchnorm.fuse(student)
     return Distiller(

@@ -43,24 +43,55 @@ def attention_map(features):
     return tf.math.l2_normalize(tf.reshape(energy, [tf.shape(energy)[0], -1]), axis=-1)
 
 
+def pooling_factor(size, target_size):
+    """`(factor, which)`: the integer factor by which one `(height, width)` is the other's, and
+    which is larger (0: `size`, 1: `target_size`; factor 1: equal sizes).
+
+    Raises:
+        ValueError: when the sizes are not equal or an integer multiple of each other in both
+            dimensions by the same factor.
+    """
+    size, target_size = tuple(size), tuple(target_size)
+    for which, (large, small) in enumerate(((size, target_size), (target_size, size))):
+        factor = large[0] // small[0] if small[0] else 0
+        if factor >= 1 and large == (small[0] * factor, small[1] * factor):
+            return factor, which
+    raise ValueError(
+        f"maps of spatial sizes {size} and {target_size}, which are not an integer multiple of "
+        "each other; pair layers of equal sizes, or sizes in a ratio of 2, 4, ..."
+    )
+
+
+def match_sizes(features, target_features):
+    """Both activations at the smaller one's spatial size: the larger average-pooled by the integer
+    factor between them (as RepDistiller's Attention Transfer does)."""
+    factor, which = pooling_factor(features.shape[1:3], target_features.shape[1:3])
+    if factor == 1:
+        return features, target_features
+    pool = functools.partial(tf.nn.avg_pool2d, ksize=factor, strides=factor, padding="VALID")
+    if which == 0:
+        return pool(tf.cast(features, tf.float32)), target_features
+    return features, pool(tf.cast(target_features, tf.float32))
+
+
 def attention_transfer(features, target_features):
     """The attention transfer term, per example.
 
-    `sum_j mean_hw (a(A_j) - a(T_j))^2` over the matching points `j`.
+    `sum_j mean_hw (a(A_j) - a(T_j))^2` over the matching points `j`; maps of sizes
+    that differ by an integer factor are first matched (`match_sizes`).
 
     Args:
         features: list of activations of the trained network, one per point.
-        target_features: list of activations of the expert, same spatial sizes.
+        target_features: list of activations of the expert, one per point.
 
     Returns:
         `(batch,)` float32.
     """
-    return fixed_order_sum(
-        [
-            tf.reduce_mean(tf.square(attention_map(a) - attention_map(t)), axis=-1)
-            for a, t in zip(features, target_features, strict=True)
-        ]
-    )
+    terms = []
+    for a, t in zip(features, target_features, strict=True):
+        a, t = match_sizes(a, t)
+        terms.append(tf.reduce_mean(tf.square(attention_map(a) - attention_map(t)), axis=-1))
+    return fixed_order_sum(terms)
 
 
 def hint(teacher_logits, student_logits):

@@ -30,3 +30,9 @@ def knowledge_distillation(teacher_logits, student_logits, temperature):
     log_p = log_softmax(np.asarray(teacher_logits) / temperature)
     log_q = log_softmax(np.asarray(student_logits) / temperature)
     return temperature**2 * (np.exp(log_p) * (log_p - log_q)).sum(axis=1)
+
+
+def average_pool(a, factor):
+    """`(b, h, w, c)` averaged over `factor x factor` blocks."""
+    b, h, w, c = a.shape
+    return np.asarray(a, np.float64).reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))

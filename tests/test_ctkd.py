@@ -335,7 +335,7 @@ class Subclassed(keras.Model):
     [
         (dict(attention_pairs=[("feat1", "nope")]), "expert_teacher.*'nope'"),
         (dict(attention_pairs=[("nope", "feat1")]), "student.*'nope'"),
-        (dict(attention_pairs=[("feat1", "feat2")]), "different spatial sizes"),
+        (dict(attention_pairs=[("feat1", "logits")]), "must tap 4-D"),
         (dict(hint_weight=-1.0), "hint_weight must be >= 0"),
         (dict(attention_weight=-1.0), "attention_weight must be >= 0"),
         (dict(attention_target="teacher"), "attention_target"),

@@ -66,6 +66,12 @@ def test_image_folder_reads_classes_splits_and_exact_pixels(tmp_path):
     train_pixels = np.stack([x for x, _ in written["train"]]).reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(info.mean, train_pixels.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(info.std, train_pixels.std(axis=0), rtol=1e-6)
+    # Unnormalised: the pixels themselves, for networks that bring their own preprocessing.
+    raw, _ = data.build_dataset("image_folder", "test", 2, False, data_dir=str(tmp_path), normalize=False)
+    pixels, raw_labels = unbatch(raw)
+    assert pixels.dtype == np.float32
+    np.testing.assert_array_equal(pixels, restored.astype(np.float32))
+    np.testing.assert_array_equal(raw_labels, labels)
 
 
 def test_split_slicing(tmp_path):

@@ -1,0 +1,279 @@
+"""What CTKD needs of any Keras network: its logits and the outputs of named layers, in one forward pass.
+
+A `View` calls the network as it is (functional, Sequential, nested or subclassed) and,
+during that call, records the outputs of the layers it taps and skips a final softmax,
+so that the losses see logits. Outside a `View`'s call the network behaves exactly as
+built: it predicts probabilities if it did, and saves as it was.
+
+Layers are named by path: `"group1"` at the top level, `"efficientnetb0/block4a_expand_activation"`
+inside a nested model (names joined by `/`, as in every fine-tuned Keras Applications
+network); a subclassed model's layers are reached through `model.layers`, that is the
+layers it holds as attributes, by their `name`.
+"""
+
+import threading
+
+import keras
+
+from ctkd_tf import models
+
+
+def sublayers(layer):
+    """The layers a layer holds directly (a model's `layers`), in order."""
+    return list(getattr(layer, "layers", None) or [])
+
+
+def layer_at(model, path, role="network"):
+    """The layer of `model` at `path` (layer names joined by `/`).
+
+    Raises:
+        ValueError: naming the part of the path that was not found and the names
+            that exist at that level.
+    """
+    layer, walked = model, []
+    for name in path.split("/"):
+        found = [sub for sub in sublayers(layer) if sub.name == name]
+        if not found:
+            where = f"under {'/'.join(walked)!r}" if walked else "at its top level"
+            names = ", ".join(sub.name for sub in sublayers(layer)) or "none"
+            subclassed = (
+                ""
+                if getattr(layer, "inputs", None)
+                else (
+                    f" ({layer.name!r} is a subclassed model: its layers are those it holds as attributes, "
+                    "by their name=)"
+                )
+            )
+            raise ValueError(
+                f"The {role} {model.name!r} has no layer {name!r} {where} (asked for {path!r}). "
+                f"The layers there: {names}{subclassed}."
+            )
+        layer, walked = found[0], [*walked, name]
+    return layer
+
+
+def _is_softmax(layer):
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax"
+
+
+def final_softmax(model):
+    """The path of the layer whose softmax gives `model`'s output (nested models searched), or None.
+
+    Functional and Sequential models end in their last layer; a subclassed model's
+    output is not known without calling it, and None is returned.
+    """
+    if not getattr(model, "outputs", None):
+        return None
+    path, layer = [], model
+    while sublayers(layer):
+        layer = sublayers(layer)[-1]
+        path.append(layer.name)
+        if _is_softmax(layer):
+            return "/".join(path)
+        if not isinstance(layer, keras.Model) or not getattr(layer, "outputs", None):
+            return None
+    return None
+
+
+_NOT_FEATURES = (keras.layers.InputLayer, keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
+
+
+def output_shape(layer):
+    """The static output shape of a layer of a functional network, or None when it has none."""
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # never called symbolically, or called several times
+        return None
+
+
+def spatial_layers(model):
+    """`(path, (height, width))` of the layers with 4-D outputs, in the order the network runs them.
+
+    Nested models are entered; input and preprocessing layers (`Rescaling`,
+    `Normalization`, ...) are left out (they carry pixels, not features), and so are
+    padding and cropping layers (their sizes are a convolution's padding, not a
+    resolution of the network's).
+    """
+    found = []
+
+    def walk(layer, prefix):
+        for sub in sublayers(layer):
+            path = f"{prefix}{sub.name}"
+            if sublayers(sub):
+                walk(sub, f"{path}/")
+                continue
+            if isinstance(sub, _NOT_FEATURES) or "preprocessing" in type(sub).__module__:
+                continue
+            shape = output_shape(sub)
+            if shape is not None and len(shape) == 4 and None not in shape[1:3]:
+                found.append((path, tuple(shape[1:3])))
+
+    walk(model, "")
+    return found
+
+
+def auto_pairs(trained, expert, role="student"):
+    """Attention pairs for every spatial resolution (above 1x1) both networks have.
+
+    Each pair is the last layer at that resolution in each network (its deepest
+    features there), from the finest resolution to the coarsest.
+
+    Raises:
+        ValueError: when a network's layer shapes are unknown (a subclassed model) or the
+            networks share no resolution.
+    """
+    resolutions = []
+    for net, name in ((trained, role), (expert, "expert_teacher")):
+        last = {}
+        for path, size in spatial_layers(net):
+            if size != (1, 1):
+                last[size] = path
+        if not last:
+            raise ValueError(
+                f"attention_pairs='auto' found no layer with a known 4-D output in the {name} "
+                f"{net.name!r} (a subclassed model, or inputs without a fixed size?): name the "
+                "pairs, attention_pairs=[(trained_layer, expert_layer), ...]."
+            )
+        resolutions.append(last)
+    shared = sorted(set(resolutions[0]) & set(resolutions[1]), key=lambda size: -size[0] * size[1])
+    if not shared:
+        raise ValueError(
+            f"attention_pairs='auto': the {role} {trained.name!r} and the expert {expert.name!r} share "
+            f"no spatial resolution (theirs: {sorted(resolutions[0])} and {sorted(resolutions[1])}); "
+            "name the pairs."
+        )
+    return [(resolutions[0][size], resolutions[1][size]) for size in shared]
+
+
+def default_pairs(trained, expert, role="student"):
+    """The zoo's residual group outputs when both networks have them, else `auto_pairs`."""
+    names = list(models.GROUP_OUTPUTS)
+    if all({layer.name for layer in sublayers(net)} >= set(names) for net in (trained, expert)):
+        return [(name, name) for name in names]
+    return auto_pairs(trained, expert, role)
+
+
+class View:
+    """Calls a network for CTKD: logits, never probabilities, and the outputs of tapped layers.
+
+    The layers it taps (and a final softmax layer) get, once, a `call` of their own that
+    passes through unchanged unless a `View` call is under way in the same thread: then
+    it records the layer's output (and skips the softmax). Per thread, because
+    `tf.distribute` traces each replica's step in a thread of its own, and the threads
+    take turns inside a forward pass (at each cross-replica reduction).
+
+    Args:
+        model: any `keras.Model`.
+        role: how errors name it (`"student"`, ...).
+        taps: layer paths whose outputs each call returns.
+        strip_softmax: compute the logits of a network ending in a softmax layer (the
+            tensor before it, with the same weights), found by `final_softmax`.
+
+    Raises:
+        ValueError: for a path that does not exist, or a final softmax this view cannot
+            skip (one inside a layer other than `Softmax`, `Activation` and `Dense`).
+    """
+
+    def __init__(self, model, role, taps=(), strip_softmax=True):
+        self.model = model
+        self.role = role
+        self.taps = list(taps)
+        self.tapped = [layer_at(model, path, role) for path in self.taps]
+        self.softmax = final_softmax(model) if strip_softmax else None
+        self._softmax_layer = layer_at(model, self.softmax) if self.softmax else None
+        if self._softmax_layer is not None:
+            _check_strippable(self._softmax_layer, role, model)
+        for layer in {id(layer): layer for layer in [*self.tapped, self._softmax_layer] if layer}.values():
+            _hook(layer)
+
+    def __call__(self, x, training=None):
+        """`(logits, [tapped outputs])` of one forward pass."""
+        call = _Call({id(layer): i for i, layer in enumerate(self.tapped)}, self._softmax_layer)
+        _calls().append(call)
+        try:
+            logits = self.model(x, training=training)
+        finally:
+            _calls().remove(call)
+        _check_not_probabilities(logits, self.role, self.model)
+        missing = [self.taps[i] for i in range(len(self.tapped)) if i not in call.captured]
+        if missing:
+            raise ValueError(
+                f"The {self.role} {self.model.name!r} did not call the layer(s) "
+                f"{', '.join(map(repr, missing))} in its forward pass."
+            )
+        return logits, [call.captured[i] for i in range(len(self.tapped))]
+
+
+class _Call:
+    """One `View` call under way: what it records, which softmax it skips."""
+
+    def __init__(self, indices, softmax_layer):
+        self.indices = indices
+        self.softmax = id(softmax_layer) if softmax_layer is not None else None
+        self.captured = {}
+
+
+_THREAD = threading.local()
+
+
+def _calls():
+    if not hasattr(_THREAD, "calls"):
+        _THREAD.calls = []
+    return _THREAD.calls
+
+
+def _hook(layer):
+    """Gives `layer` (this instance only) a `call` that serves the `View` calls of its thread."""
+    if getattr(layer.__dict__.get("call"), "ctkd_view_hook", False):
+        return
+    original = layer.call
+
+    def call(*args, **kwargs):
+        calls = _calls()
+        if calls and any(c.softmax == id(layer) for c in calls):
+            outputs = _before_softmax(layer, *args, **kwargs)
+        else:
+            outputs = original(*args, **kwargs)
+        for c in calls:
+            if id(layer) in c.indices:
+                c.captured.setdefault(c.indices[id(layer)], outputs)  # called twice: the first
+        return outputs
+
+    call.ctkd_view_hook = True
+    layer.call = call
+
+
+def _check_strippable(layer, role, model):
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+        return
+    plain_dense = type(layer) is keras.layers.Dense and not getattr(layer, "lora_enabled", False)
+    if not plain_dense or getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"The {role} {model.name!r} ends in a softmax inside its layer {layer.name!r} "
+            f"({type(layer).__name__}), whose logits CTKD cannot compute: build it without the "
+            "softmax (Keras Applications: classifier_activation=None), or end it with a separate "
+            "Softmax or Activation('softmax') layer."
+        )
+
+
+def _before_softmax(layer, inputs, *args, **kwargs):
+    """What a final softmax layer computes before its softmax: the logits."""
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+        return inputs
+    outputs = keras.ops.matmul(inputs, layer.kernel)  # a plain Dense (`_check_strippable`)
+    return outputs + layer.bias if layer.use_bias else outputs
+
+
+def _check_not_probabilities(outputs, role, model):
+    """A traced output computed by a softmax is refused (a softmax this view could not strip)."""
+    op = getattr(outputs, "op", None)  # graph tensors only: the traced training step
+    while op is not None and op.type in ("Identity", "Cast") and op.inputs:
+        op = op.inputs[0].op
+    if op is not None and op.type == "Softmax":
+        raise ValueError(
+            f"The {role} {model.name!r} outputs probabilities (a softmax inside its call) and CTKD "
+            "needs logits: build it without the final softmax (Keras Applications: "
+            "classifier_activation=None), or end it with a Softmax or Activation('softmax') layer, "
+            "which CTKD skips."
+        )
