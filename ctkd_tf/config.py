@@ -14,6 +14,22 @@ LR_SCHEDULES = ("step", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
+_NETWORK = (models.is_network, models.NETWORK_NAMES)
+
+
+def _pairs_or_auto(value):
+    return value in ("", "auto") or all(
+        pair.count(":") == 1 and "" not in pair.split(":") for pair in value.split(",")
+    )
+
+
+def attention_pairs(value):
+    """`CTKD`'s `attention_pairs` of the `--attention_pairs` text: None, "auto" or [(a, b), ...]."""
+    if value in ("", "auto"):
+        return value or None
+    return [tuple(pair.split(":")) for pair in value.split(",")]
+
+
 def _increasing(values):
     return list(values) == sorted(set(values))
 
@@ -31,12 +47,33 @@ class TrainConfig:
     data_dir: str | None = option(None, "TFDS data dir; for image_folder, the images' root.")
     train_split: str = option("train", "Training split (TFDS syntax).")
     eval_split: str = option("test", "Evaluation split (TFDS syntax).")
+    image_size: tuple[int, ...] = option(
+        (),
+        "Resize the images to H[,W] (any size they have; image folders of photos); empty: as they are.",
+        (lambda sides: len(sides) <= 2 and all(side >= 1 for side in sides), "H or H,W of positive sides"),
+    )
+    augment: str | None = option(
+        None,
+        "Training augmentation: cifar (pad, crop, flip), imagenet (random resized crop, flip), none; "
+        "default: cifar up to 64 px, else imagenet.",
+        choices=data.AUGMENTATIONS,
+    )
     method: str = option("ctkd", "ctkd, or a baseline: student, kd, at, rl.", choices=methods.names)
-    student: str = option("wrn16_1", "Student network.", choices=models.names)
-    scratch_teacher: str = option("wrn40_1", "Scratch teacher.", choices=models.names)
-    expert: str = option("wrn40_1", "Expert network (trained if not given).", choices=models.names)
+    student: str = option(
+        "wrn16_1",
+        "Student network: a zoo name, a Keras Applications name (MobileNetV3Small) or a .keras file.",
+        _NETWORK,
+    )
+    scratch_teacher: str = option("wrn40_1", "Scratch teacher (a network, as --student).", _NETWORK)
+    expert: str = option("wrn40_1", "Expert network, as --student (trained if not given).", _NETWORK)
     # Whether the file exists is checked when the run needs it (and by the flag, at once).
     expert_weights: str | None = option(None, "A trained expert: a .keras file or a shipped expert's name.")
+    attention_pairs: str = option(
+        "",
+        "auto, or student_layer:expert_layer,... (layer paths, / into nested models); empty: the zoo's "
+        "group outputs where the networks have them, else auto.",
+        (_pairs_or_auto, "auto or comma-separated student_layer:expert_layer pairs"),
+    )
     attention_target: str = option(
         "student",
         "Network(s) the expert's attention guides: student (the paper), scratch (the reference code), both.",

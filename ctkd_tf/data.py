@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import os
+import random
 
 import numpy as np
 import requests
@@ -30,7 +31,13 @@ RECIPES = {
 }
 PAD = 4  # reflect padding before the random crop
 CACHE_LIMIT_BYTES = 4 << 30  # decoded images up to this size are cached in memory
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")  # what tf.io.decode_image reads
+EXIF_ORIENTATION = 274  # the EXIF tag
+CENTRE_CROP = 0.875  # with image_size: evaluation crops this share of the resized image's sides
+AUGMENTATIONS = ("cifar", "imagenet", "none")
+RESIZED_CROP_SCALE = (0.08, 1.0)  # the random resized crop's share of the image's area
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 SHUFFLE_WINDOW = 50_000  # examples shuffled together (a whole CIFAR training set)
 STATISTICS_SAMPLE = 5000  # images an image folder's mean and std are measured on
 
@@ -76,7 +83,18 @@ class DatasetInfo:
     epoch: tf.Variable | None = None
 
 
-def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_classes=None, normalize=True):
+def build_dataset(
+    name,
+    split,
+    batch_size,
+    training,
+    data_dir=None,
+    seed=0,
+    num_classes=None,
+    normalize=True,
+    image_size=None,
+    augment=None,
+):
     """Builds a batched `tf.data` pipeline of normalised images and integer labels.
 
     Args:
@@ -98,6 +116,16 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
             `info.std`); False gives the pixels as float32 in [0, 255], for networks
             that carry their own preprocessing (Keras Applications) or are given their
             own (`CTKD(preprocessing=...)`).
+        image_size: `(height, width)` (or one int for both) to resize the images to,
+            any size they have: each is resized to cover `image_size / 0.875` and cut to
+            the centre of that size (`cover`), whose centre evaluation takes and from which
+            training crops (see `augment`). None keeps the images' size, which must then
+            be one.
+        augment: the training augmentation, one of `AUGMENTATIONS`: `"cifar"` (reflect
+            padding of 4 pixels, a random crop back to the size, a flip), `"imagenet"` (a
+            random resized crop of 8-100 % of the area, aspect 3/4-4/3, and a flip) or
+            `"none"`; None: `"cifar"` for images of at most 64 pixels, else `"imagenet"`.
+            Flips are off for digits (SVHN).
 
     Returns:
         `(dataset, info)`: a `tf.data.Dataset` of `(float32 images, int32 labels)`
@@ -114,10 +142,23 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     recipe = RECIPES[name]
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if image_size is not None:
+        image_size = tuple(int(side) for side in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be (height, width) of positive sides, got {image_size}.")
     if name == "image_folder":
-        source, info = _image_folder(data_dir, split)
+        source, info = _image_folder(data_dir, split, image_size)
     else:
         source, info = _tfds(name, split, data_dir, recipe)
+        if image_size is not None:
+            source = source.map(lambda image, label: (cover(image, image_size), label))
+            info = dataclasses.replace(info, image_shape=(*image_size, 3))
+    size = tuple(info.image_shape[:2])
+    augment = augment or ("cifar" if max(size) <= 64 else "imagenet")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}.")
     if num_classes is not None and num_classes != info.num_classes:
         raise ValueError(
             f"{name} has {info.num_classes} classes but the model predicts {num_classes}: "
@@ -132,7 +173,14 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
         image = tf.cast(image, tf.float32)
         return ((image - mean) / std if normalize else image), label
 
+    def view(image):  # the image as evaluation sees it
+        return image if image_size is None else centre_crop(image, image_size)
+
     if not training:
+        if image_size is not None:
+            source = source.map(
+                lambda image, label: (view(image), label), num_parallel_calls=tf.data.AUTOTUNE
+            )
         dataset = source.map(scale, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
         return dataset.prefetch(tf.data.AUTOTUNE), info
 
@@ -148,7 +196,14 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
 
     def augment_example(epoch_seed, index, example):
         image, label = example
-        return scale(augment(image, tf.stack([epoch_seed, index]), recipe.flip), label)
+        draw = tf.stack([epoch_seed, index])
+        if augment == "imagenet":
+            image = random_resized_crop(image, size, draw, recipe.flip)
+        elif augment == "cifar":
+            image = pad_crop_flip(view(image), draw, recipe.flip)
+        else:
+            image = view(image)
+        return scale(image, label)
 
     def permute(epoch_seed, window, examples):
         order = tf.argsort(tf.random.stateless_uniform(tf.shape(examples[0]), tf.stack([epoch_seed, window])))
@@ -173,8 +228,29 @@ def build_dataset(name, split, batch_size, training, data_dir=None, seed=0, num_
     return dataset.prefetch(tf.data.AUTOTUNE), info
 
 
-def augment(image, seed, flip):
-    """The recipe's training augmentation of one image, drawn statelessly from `seed`.
+def random_resized_crop(image, size, seed, flip):
+    """A random crop of 8-100 % of the image's area (aspect 3/4 to 4/3), resized to `size`, and with
+    `flip` a random horizontal flip: ImageNet's training augmentation, drawn statelessly from `seed`."""
+    crop_seed, flip_seed = tf.unstack(tf.random.split(seed, 2))
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=crop_seed,
+        area_range=RESIZED_CROP_SCALE,
+        aspect_ratio_range=RESIZED_CROP_RATIO,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, extent)
+    crop = tf.image.resize(crop, size, method="bilinear", antialias=True)
+    crop = tf.cast(tf.clip_by_value(tf.round(crop), 0, 255), image.dtype)
+    if flip:
+        crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
+    return crop
+
+
+def pad_crop_flip(image, seed, flip):
+    """The CIFAR recipe's training augmentation of one image, drawn statelessly from `seed`.
 
     Reflect padding of 4 pixels, a random crop back to the image's size and, with
     `flip`, a random horizontal flip.
@@ -261,66 +337,148 @@ def _count(dataset):
     return count
 
 
-def _image_folder(root, split):
+def _image_folder(root, split, image_size):
     if not root or not os.path.isdir(root):
         raise ValueError(f"image_folder needs data_dir, a folder holding one folder per split, got {root!r}.")
     available = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     _check_splits("The image folder " + root, split, available)
+    # The classes of every split, as TFDS's ImageFolder names them (labels by sorted name).
+    names = tuple(
+        sorted(
+            {
+                c
+                for s in available
+                for c in os.listdir(os.path.join(root, s))
+                if os.path.isdir(os.path.join(root, s, c))
+            }
+        )
+    )
     statistics_split = "train" if "train" in available else available[0]
     scans = {name: _scan_split(root, name) for name in {*_split_names(split), statistics_split}}
-    shapes = [scans[name][0] for name in _split_names(split)]
-    if len(set(shapes)) > 1:
-        raise ValueError(f"The splits of {root} hold images of different sizes: {sorted(set(shapes))}.")
-    builder = tfds.ImageFolder(root)
-    names = tuple(builder.info.features["label"].names)
-    # ImageFolder reads whole splits only: slice them here. Its order within a
-    # split is a fixed shuffle, so a slice is a random subset.
+    if image_size is None:
+        sizes = {size for name in _split_names(split) for _, _, size, _ in scans[name]}
+        if len(sizes) > 1:
+            examples = "; ".join(
+                f"{path} is {w}x{h}"
+                for (w, h), path in list(
+                    {size: path for name in _split_names(split) for path, _, size, _ in scans[name]}.items()
+                )[:3]
+            )
+            raise ValueError(
+                f"The image folder {root} mixes image sizes ({examples}): pass --image_size=H[,W] "
+                "(in Python image_size=) to resize them, or resize the images to one size."
+            )
+        ((width, height),) = sizes
+        shape = (height, width, 3)
+    else:
+        shape = (*image_size, 3)
+    # Whole splits are read in TFDS ImageFolder's fixed shuffle, so a slice is a random subset.
+    lengths = {
+        name: tfds.core.SplitInfo(name=name, shard_lengths=[len(scans[name])], num_bytes=0) for name in scans
+    }
     slices = [
-        (i.splitname, i.from_ or 0, builder.info.splits[i.splitname].num_examples if i.to is None else i.to)
-        for i in tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+        (i.splitname, i.from_ or 0, len(scans[i.splitname]) if i.to is None else i.to)
+        for i in tfds.core.ReadInstruction.from_spec(split).to_absolute(lengths)
     ]
-    parts = [
-        builder.as_dataset(split=name, shuffle_files=False, as_supervised=True).skip(start).take(end - start)
-        for name, start, end in slices
-    ]
-    dataset = functools.reduce(lambda a, b: a.concatenate(b), parts)
-    mean, std = _folder_statistics(root, statistics_split, scans[statistics_split][1])
-    shape = shapes[0]
+    examples = [example for name, start, end in slices for example in scans[name][start:end]]
+    dataset = _read_images(examples, names, image_size)
+    mean, std = _folder_statistics(root, statistics_split, scans[statistics_split], names, image_size)
     info = DatasetInfo(
         name="image_folder",
         split=split,
         num_classes=len(names),
         class_names=names,
         image_shape=shape,
-        num_examples=sum(end - start for _, start, end in slices),
+        num_examples=len(examples),
         mean=mean,
         std=std,
     )
-    return dataset.map(lambda image, label: (tf.ensure_shape(image, shape), tf.cast(label, tf.int32))), info
+    if image_size is None:
+        dataset = dataset.map(lambda image, label: (tf.ensure_shape(image, shape), label))
+    return dataset, info
+
+
+def _read_images(examples, names, image_size):
+    """`(uint8 image, int32 label)` of `(path, class, size, orientation)` examples, upright.
+
+    With `image_size`, each image is `cover(image, image_size)`: the crops of training
+    and evaluation come from there.
+    """
+    labels = [names.index(label) for _, label, _, _ in examples]
+    paths = [path for path, *_ in examples]
+    orientations = [orientation for *_, orientation in examples]
+    dataset = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int32), orientations))
+
+    def load(path, label, orientation):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = upright(image, orientation)
+        if image_size is not None:
+            image = cover(image, image_size)
+        return image, label
+
+    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def upright(image, orientation):
+    """An image as its EXIF orientation (1-8; others: as stored) says it is seen."""
+    transpose = tf.image.transpose
+    branches = [
+        lambda: image,  # 0 (no tag) and 1: as stored
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, 2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: transpose(image),
+        lambda: tf.image.rot90(image, 3),  # 90 degrees clockwise
+        lambda: tf.image.rot90(transpose(image), 2),  # the transverse
+        lambda: tf.image.rot90(image, 1),  # 90 degrees counter-clockwise
+    ]
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation, 0)
+    return tf.switch_case(tf.cast(index, tf.int32), branches)
+
+
+def cover(image, image_size):
+    """`image` resized (aspect kept) to cover `image_size / CENTRE_CROP`, and the centre of that size.
+
+    One size for every image of a data set, whatever its own: what training crops from
+    and evaluation takes the centre of.
+    """
+    size = [round(side / CENTRE_CROP) for side in image_size]
+    return centre_crop(resize_to_cover(image, size), size)
+
+
+def resize_to_cover(image, size):
+    """`image` resized (aspect kept, antialiased) so that it covers `size` = (height, width)."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    factor = tf.reduce_max(tf.constant(size, tf.float32) / shape)
+    target = tf.cast(tf.math.ceil(shape * factor), tf.int32)
+    resized = tf.image.resize(image, target, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 # What the folder scans found, kept across calls so that a folder is rescanned
-# cheaply: path -> ((size, modification time), image size); only new or changed
-# files are opened again.
+# cheaply: path -> ((size, modification time), (image size, orientation)); only new or
+# changed files are opened again.
 _SCANNED = {}
-_STATISTICS = {}  # (root, split, the split's files) -> (mean, std)
+_STATISTICS = {}  # (root, split, the split's files, image size) -> (mean, std)
 
 
 def _scan_split(root, split):
-    """Checks one split folder; returns the one shape of its images and a key of its files.
+    """Checks one split folder; returns its examples `(path, class, (width, height), orientation)`.
 
-    Every image is decoded once (a truncated or corrupt file is reported here, with
-    its path, rather than as an op error mid-training) and again only when its size
-    or modification time changes.
+    In TFDS ImageFolder's order: classes and files sorted, then a fixed shuffle per
+    split. Every image is checked once (`_image_size`: a broken file is reported here,
+    with its path, rather than as an op error mid-training) and again only when its
+    size or modification time changes.
     """
     folder = os.path.join(root, split)
     classes = sorted(c for c in os.listdir(folder) if os.path.isdir(os.path.join(folder, c)))
     if not classes:
         raise ValueError(f"{folder} has no class folders; expected {folder}/<class>/<image>.")
-    sizes, files = {}, []
+    examples = []
     for name in classes:
         with os.scandir(os.path.join(folder, name)) as listing:
-            entries = sorted(listing, key=lambda entry: entry.name)
+            entries = sorted(listing, key=lambda entry: entry.path)
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden files such as .DS_Store
@@ -328,42 +486,55 @@ def _scan_split(root, split):
                 raise ValueError(f"{entry.path} is not an image: expected {', '.join(IMAGE_SUFFIXES)} files.")
             stat = entry.stat()
             version = (stat.st_size, stat.st_mtime_ns)
-            files.append((entry.path, version))
             known = _SCANNED.get(entry.path)
             if known is None or known[0] != version:
                 known = _SCANNED[entry.path] = (version, _image_size(entry.path))
-            sizes.setdefault(known[1], entry.path)
-    if not sizes:
+            (size, orientation) = known[1]
+            examples.append((entry.path, name, size, orientation))
+    if not examples:
         raise ValueError(f"{folder} has no images ({', '.join(IMAGE_SUFFIXES)}).")
-    if len(sizes) > 1:
-        examples = "; ".join(f"{path} is {w}x{h}" for (w, h), path in list(sizes.items())[:3])
-        raise ValueError(f"{folder} mixes image sizes ({examples}); resize the images to one size.")
-    (width, height), _ = sizes.popitem()
-    return (height, width, 3), tuple(files)
+    random.Random(split).shuffle(examples)  # TFDS ImageFolder's shuffle
+    return examples
 
 
 def _image_size(path):
-    """`(width, height)` of an image file, decoded in full to check it."""
+    """`((width, height), orientation)` of an image file as seen (EXIF orientation applied).
+
+    The size is read from the header; the whole file is checked too, a JPEG at an eighth
+    of its size (its decoder's draft mode reads every byte but skips most of the work),
+    other formats in full.
+    """
     try:
         with Image.open(path) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise OSError(f"{image.format} images are not read by TensorFlow")
+            width, height = image.size
+            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()
-            return image.size
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path} is not a readable image: {error}") from None
+    if orientation in (5, 6, 7, 8):  # a quarter turn: seen the other way round
+        width, height = height, width
+    return (width, height), orientation
 
 
-def _folder_statistics(root, split, files):
-    """Per-channel mean and std of (a fixed sample of) an image folder's split, measured once per `files`."""
-    key = (root, split, files)
+def _folder_statistics(root, split, examples, names, image_size):
+    """Per-channel mean and std of (a fixed sample of) an image folder's split, measured once per file set."""
+    key = (root, split, tuple(examples), image_size)
     if key not in _STATISTICS:
-        _STATISTICS[key] = _measure_statistics(root, split)
+        _STATISTICS[key] = _measure_statistics(_read_images(examples, names, image_size), image_size)
     return _STATISTICS[key]
 
 
-def _measure_statistics(root, split):
-    dataset = tfds.ImageFolder(root).as_dataset(split=split, as_supervised=True)
+def _measure_statistics(dataset, image_size):
     total, squares, pixels = np.zeros(3), np.zeros(3), 0
-    for images, _ in dataset.take(STATISTICS_SAMPLE).batch(500).as_numpy_iterator():
+    if image_size is not None:  # the evaluation's view of each image
+        dataset = dataset.map(lambda image, label: (centre_crop(image, image_size), label))
+    for images, _ in (
+        dataset.take(STATISTICS_SAMPLE).batch(500 if image_size is None else 50).as_numpy_iterator()
+    ):
         values = images.reshape(-1, 3).astype(np.float64)
         total += values.sum(axis=0)
         squares += (values**2).sum(axis=0)
@@ -371,3 +542,10 @@ def _measure_statistics(root, split):
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean**2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def centre_crop(image, size):
+    """The central `size` = (height, width) of an image at least that large."""
+    shape = tf.shape(image)
+    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+    return tf.ensure_shape(image[top : top + size[0], left : left + size[1]], (*size, 3))

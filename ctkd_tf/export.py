@@ -1,14 +1,16 @@
-"""Exporting the trained student for deployment: SavedModel and TFLite."""
+"""Exporting the trained student for deployment: SavedModel and TFLite, checked in LiteRT."""
 
 import os
 import tempfile
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 EXPORT_FORMATS = ("saved_model", "tflite")
 
 
-def export_student(student, directory, formats, representative_images=None):
+def export_student(student, directory, formats, representative_images=None, mean=None, std=None):
     """Writes the student in the requested deployment formats.
 
     Args:
@@ -17,8 +19,12 @@ def export_student(student, directory, formats, representative_images=None):
         formats: any of `"saved_model"` (`directory/saved_model`) and `"tflite"`
             (`directory/student.tflite`, float32).
         representative_images: if given with `"tflite"`, also an int8-quantised
-            `directory/student_int8.tflite` calibrated on these normalised images
-            (weights and activations in int8, float input and output).
+            `directory/student_int8.tflite` calibrated on these images (weights and
+            activations in int8).
+        mean, std: the per-channel statistics (0-255 scale) the student's images were
+            normalised with. Given, every export takes **uint8 RGB pixels** (the
+            normalisation is inside: `pixel_model`), and `representative_images` are such
+            pixels; None: the exports take the normalised float images, as the student.
 
     Returns:
         A dict from format name (`saved_model`, `tflite`, `tflite_int8`) to path.
@@ -30,10 +36,11 @@ def export_student(student, directory, formats, representative_images=None):
     if unknown:
         raise ValueError(f"Unknown export format(s) {sorted(unknown)}; known: {', '.join(EXPORT_FORMATS)}.")
     os.makedirs(directory, exist_ok=True)
+    model = student if mean is None else pixel_model(student, mean, std)
     paths = {}
     with tempfile.TemporaryDirectory() as scratch:
         saved_model = os.path.join(directory if "saved_model" in formats else scratch, "saved_model")
-        student.export(saved_model, format="tf_saved_model", verbose=False)
+        model.export(saved_model, format="tf_saved_model", verbose=False)
         if "saved_model" in formats:
             paths["saved_model"] = saved_model
         if "tflite" in formats:
@@ -43,10 +50,19 @@ def export_student(student, directory, formats, representative_images=None):
             if representative_images is not None:
                 converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                images = tf.convert_to_tensor(representative_images, tf.float32)
+                images = tf.convert_to_tensor(representative_images, tf.float32 if mean is None else tf.uint8)
                 converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(len(images)))
                 paths["tflite_int8"] = _write(converter, directory, "student_int8")
     return paths
+
+
+def pixel_model(student, mean, std):
+    """The student taking uint8 RGB pixels: cast, normalised with `mean` and `std`, then the student."""
+    pixels = keras.Input(student.input_shape[1:], dtype="uint8", name="pixels")
+    normalise = keras.layers.Normalization(mean=list(mean), variance=list(np.square(std)), name="normalise")
+    return keras.Model(
+        pixels, student(normalise(keras.ops.cast(pixels, "float32"))), name=f"{student.name}_pixels"
+    )
 
 
 def _write(converter, directory, name):
@@ -54,3 +70,63 @@ def _write(converter, directory, name):
     with open(path, "wb") as file:
         file.write(converter.convert())
     return path
+
+
+def litert_predict(path, images):
+    """The outputs of a TFLite model run in the LiteRT interpreter, one image at a time (batch 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    outputs = []
+    for image in images:
+        interpreter.set_tensor(source["index"], np.asarray(image[None], source["dtype"]))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(target["index"])[0].astype(np.float32))
+    return np.stack(outputs)
+
+
+def card(paths, student, mean, std, class_names, pixels, labels, eval_split):
+    """The deployment card: inputs, outputs, classes, and each model's top-1 on the evaluation images.
+
+    The Keras student (given the pixels through `pixel_model`) and each TFLite model run
+    through the LiteRT interpreter score the same images; `int8_agrees_with_keras` is
+    the share of images whose top class the int8 model and the Keras student agree on.
+
+    Args:
+        paths: `export_student`'s result (of a pixel export).
+        student: the Keras student.
+        mean, std: its normalisation.
+        class_names: by label.
+        pixels: uint8 `(n, height, width, 3)` evaluation images; `labels` their labels.
+        eval_split: their split's name, for the card.
+    """
+    labels = np.asarray(labels)
+    keras_top = np.argmax(pixel_model(student, mean, std).predict(pixels, verbose=0), axis=-1)
+    height, width, channels = pixels.shape[1:]
+    result = {
+        "input": {"shape": [1, height, width, channels], "dtype": "uint8", "pixels": "RGB, 0-255"},
+        "output": {
+            "shape": [1, len(class_names)],
+            "dtype": "float32",
+            "meaning": "scores by class, labels.txt order",
+        },
+        "classes": list(class_names),
+        "normalisation": {"mean": list(mean), "std": list(std)},
+        "eval_split": eval_split,
+        "eval_examples": int(len(labels)),
+        "accuracy": {"keras": float(np.mean(keras_top == labels))},
+        "files": {},
+    }
+    for name in ("tflite", "tflite_int8"):
+        if name in paths:
+            top = np.argmax(litert_predict(paths[name], pixels), axis=-1)
+            result["accuracy"][name] = float(np.mean(top == labels))
+            result["files"][name] = {
+                "path": os.path.basename(paths[name]),
+                "bytes": os.path.getsize(paths[name]),
+            }
+            if name == "tflite_int8":
+                result["int8_agrees_with_keras"] = float(np.mean(top == keras_top))
+    return result

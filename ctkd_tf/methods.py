@@ -51,11 +51,14 @@ class Method:
         """
         if self.distiller:
             return hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
+        from ctkd_tf.config import attention_pairs  # config imports this module
+
         both = self.scratch_teacher and self.expert
         return CTKD(
             student=student,
             scratch_teacher=scratch_teacher if self.scratch_teacher else None,
             expert_teacher=expert if self.expert else None,
+            attention_pairs=attention_pairs(config.attention_pairs) if self.expert else None,
             attention_target=config.attention_target if both else "student",
             hint_weight=config.hint_weight if self.scratch_teacher else None,
             attention_weight=config.attention_weight if self.expert else None,

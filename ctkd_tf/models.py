@@ -1,6 +1,10 @@
-"""Model zoo: CIFAR-style pre-activation wide residual networks, by registry name."""
+"""Networks by name: the zoo's CIFAR-style wide residual networks, Keras Applications, `.keras` files."""
+
+import importlib
+import os
 
 import keras
+import numpy as np
 
 from ctkd_tf.batchnorm import FusedBatchNormalization
 
@@ -22,26 +26,136 @@ def names():
     return sorted(_WRN)
 
 
-def get(identifier, num_classes, input_shape=(32, 32, 3), **kwargs):
-    """Builds a zoo network by registry name.
+def application_names():
+    """The Keras Applications networks a name may give, sorted (`MobileNetV3Small`, ...)."""
+    return sorted(
+        name
+        for name in dir(keras.applications)
+        if name[0].isupper() and callable(getattr(keras.applications, name))
+    )
+
+
+def _application(identifier):
+    name = identifier.removeprefix("keras.applications.")
+    return getattr(keras.applications, name) if name in application_names() else None
+
+
+def is_network(identifier):
+    """Whether `identifier` names a network `get` can give: a zoo name, a Keras Applications name,
+    or an existing `.keras` file."""
+    return (
+        identifier in _WRN
+        or _application(identifier) is not None
+        or (identifier.endswith(".keras") and os.path.isfile(identifier))
+    )
+
+
+NETWORK_NAMES = (
+    f"one of the zoo's networks ({', '.join(sorted(_WRN))}), a Keras Applications name "
+    "(MobileNetV3Small, EfficientNetB0, ...) or a .keras file"
+)
+
+
+def get(identifier, num_classes, input_shape=(32, 32, 3), mean=None, std=None, **kwargs):
+    """Builds a network by name: the zoo's, a Keras Applications one, or a saved one.
 
     Args:
-        identifier: a registry name, for example `"wrn16_1"` (see `names()`).
+        identifier: a zoo name (`"wrn16_1"`, see `names()`), a Keras Applications name
+            (`"MobileNetV3Small"` or `"keras.applications.MobileNetV3Small"`: built with
+            `weights=None` for `num_classes` and `input_shape`, logits out, behind a
+            frozen 1x1 convolution that maps images normalised with `mean` and `std` to
+            the pixel values the network's own `preprocess_input` would give), or a
+            `.keras` file (loaded as it is: it must predict `num_classes` classes and
+            take `input_shape`).
         num_classes: number of output logits.
         input_shape: `(height, width, channels)` of the images.
-        **kwargs: passed on to `wrn` (`weight_decay`, `name`, ...).
+        mean, std: per-channel statistics (0-255 scale) the images were normalised with;
+            for Keras Applications networks (None: 0 and 1, images of 0-255 pixels).
+        **kwargs: `weight_decay`, `name`, and for the zoo the rest of `wrn`'s options;
+            weight decay becomes an L2 regulariser on every trainable weight.
 
     Returns:
-        A functional `keras.Model` mapping images to logits.
+        A `keras.Model` mapping images to logits.
 
     Raises:
-        ValueError: if `identifier` is not in the registry.
+        ValueError: for an unknown name, or a network that cannot take these images or
+            predicts other classes.
     """
-    if identifier not in _WRN:
-        raise ValueError(f"Unknown model {identifier!r}; the zoo has: {', '.join(names())}.")
-    depth, width = _WRN[identifier]
-    kwargs.setdefault("name", identifier)
-    return wrn(depth, width, num_classes, input_shape, **kwargs)
+    if identifier in _WRN:
+        depth, width = _WRN[identifier]
+        kwargs.setdefault("name", identifier)
+        return wrn(depth, width, num_classes, input_shape, **kwargs)
+    weight_decay = kwargs.pop("weight_decay", 0.0)
+    name = kwargs.pop("name", None)
+    application = _application(identifier)
+    if application is not None:
+        net = _build_application(application, num_classes, input_shape, mean, std, name)
+    elif identifier.endswith(".keras") and os.path.isfile(identifier):
+        net = _load(identifier, num_classes, input_shape)
+    else:
+        raise ValueError(f"Unknown network {identifier!r}: expected {NETWORK_NAMES}.")
+    if weight_decay:
+        for variable in net.trainable_weights:
+            variable.regularizer = keras.regularizers.L2(weight_decay / 2)
+    return net
+
+
+def _build_application(application, num_classes, input_shape, mean, std, name):
+    try:
+        body = application(
+            input_shape=tuple(input_shape), weights=None, classes=num_classes, classifier_activation=None
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"keras.applications.{application.__name__} cannot take "
+            f"{'x'.join(map(str, input_shape[:2]))} images ({error}): resize them (--image_size) "
+            "or choose another network."
+        ) from None
+    inputs = keras.Input(tuple(input_shape), name="images")
+    adapter = keras.layers.Conv2D(3, 1, trainable=False, name="pixels")
+    outputs = body(adapter(inputs))
+    kernel, bias = _pixel_map(application, mean, std)
+    adapter.set_weights([kernel[None, None], bias])
+    return keras.Model(inputs, outputs, name=name or body.name)
+
+
+def _pixel_map(application, mean, std):
+    """`(kernel (3, 3), bias (3,))`: normalised images to what `preprocess_input` makes of their pixels.
+
+    Every Keras Applications `preprocess_input` is affine per pixel (a scale, a shift, for
+    some a swap of RGB to BGR): measured on probes, composed with the un-normalisation.
+    """
+    preprocess = importlib.import_module(application.__module__).preprocess_input
+    probes = np.array([[[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [17, 130, 201]]]], "float32")
+    out = np.asarray(preprocess(probes.copy()), np.float64)[0, 0]
+    bias = out[0]
+    matrix = (out[1:4] - bias) / 255.0  # row c: the outputs of input channel c per unit
+    if not np.allclose(probes[0, 0, 4] @ matrix + bias, out[4], atol=1e-3):
+        raise ValueError(f"keras.applications.{application.__name__}'s preprocess_input is not affine.")
+    mean = np.zeros(3) if mean is None else np.asarray(mean, np.float64)
+    std = np.ones(3) if std is None else np.asarray(std, np.float64)
+    # raw = x * std + mean; out = raw @ matrix + bias
+    return (std[:, None] * matrix).astype("float32"), (mean @ matrix + bias).astype("float32")
+
+
+def _load(path, num_classes, input_shape):
+    net = keras.models.load_model(path)
+    classes = net.outputs[0].shape[-1] if getattr(net, "outputs", None) else None
+    if classes is not None and classes != num_classes:
+        raise ValueError(
+            f"{path} predicts {classes} classes but the data set has {num_classes}: fine-tune it to "
+            "these classes first (a new head), then give that file."
+        )
+    if getattr(net, "inputs", None):
+        expected = tuple(net.inputs[0].shape[1:])
+        if len(expected) != len(input_shape) or any(
+            e is not None and e != i for e, i in zip(expected, input_shape, strict=True)
+        ):
+            raise ValueError(
+                f"{path} takes images of shape {expected}, the data set gives {tuple(input_shape)}: "
+                "pass --image_size to resize them."
+            )
+    return net
 
 
 def wrn(

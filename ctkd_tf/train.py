@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf import data, distribute, experts, export, kernels, methods, models, resume
+from ctkd_tf import data, distribute, experts, export, kernels, methods, models, networks, resume
 from ctkd_tf.config import TrainConfig
 
 ATTENTION_IMAGES = 8  # fixed evaluation images whose attention maps go to TensorBoard
@@ -57,6 +57,9 @@ def train_and_evaluate(config, callbacks=()):
         os.makedirs(out, exist_ok=True)
         record_config(os.path.join(out, "config.json"), config)
         run_data = make_data(config, config.train_split, config.eval_split, strategy)
+        resume.atomic_write(
+            os.path.join(out, "labels.txt"), "".join(f"{n}\n" for n in run_data.train_info.class_names)
+        )
         expert = expert_stage(config, strategy, run_data, out) if method.expert else None
 
         logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
@@ -147,8 +150,12 @@ class RunData:
 
 def make_data(config, train_split, eval_split, strategy):
     """The training and evaluation pipelines of `config`'s data set, on these splits."""
+    image_size = config.image_size or None
+    if image_size is not None and len(image_size) == 1:  # H: a square
+        image_size = (image_size[0], image_size[0])
+    sizes = dict(image_size=image_size, augment=config.augment)
     train_ds, train_info = data.build_dataset(
-        config.dataset, train_split, config.batch_size, True, config.data_dir, config.seed
+        config.dataset, train_split, config.batch_size, True, config.data_dir, config.seed, **sizes
     )
     eval_ds, eval_info = data.build_dataset(
         config.dataset,
@@ -157,6 +164,7 @@ def make_data(config, train_split, eval_split, strategy):
         False,
         config.data_dir,
         num_classes=train_info.num_classes,
+        **sizes,
     )
     replicas = strategy.num_replicas_in_sync
     logging.info(
@@ -215,14 +223,17 @@ def expert_stage(config, strategy, run_data, out):
 
 
 def build_network(config, name, role, info):
-    """The zoo network `name` for the data set of `info`, with `config`'s weight decay and batch norm."""
+    """The network `name` (`models.get`) for the data of `info`, with `config`'s recipe (weight decay, BN)."""
+    zoo = dict(synchronized_batchnorm=config.sync_batchnorm) if name in models.names() else {}
     return models.get(
         name,
         info.num_classes,
         info.image_shape,
+        mean=info.mean,
+        std=info.std,
         weight_decay=config.weight_decay,
-        synchronized_batchnorm=config.sync_batchnorm,
         name=role,
+        **zoo,
     )
 
 
@@ -327,8 +338,11 @@ def attention_images(out, model, expert, run_data):
     """The TensorBoard attention-map callback, as a list: empty when the student has no matching points."""
     pairs = getattr(model, "attention_pairs", None) or [(name, name) for name in models.GROUP_OUTPUTS]
 
-    def has(net, names):
-        return net is not None and set(names) <= {layer.name for layer in net.layers}
+    def has(net, paths):
+        try:
+            return net is not None and all(networks.layer_at(net, path) for path in paths)
+        except ValueError:
+            return False
 
     student_layers, expert_layers = [p[0] for p in pairs], [p[1] for p in pairs]
     if not has(model.student, student_layers):
@@ -372,13 +386,35 @@ def evaluate(config, method, model, expert, run_data):
 
 
 def export_student(config, student, run_data, out):
-    """`config.export`'s formats of the student under `out/export`; int8 calibrated on training images."""
+    """`config.export`'s formats of the student under `out/export`, taking uint8 RGB pixels.
+
+    With TFLite, also `labels.txt` and `card.json` (`export.card`: the accuracy of the
+    Keras student and of each TFLite model in LiteRT on the evaluation split); the int8
+    model is calibrated on 256 training images.
+    """
+    info = run_data.train_info
+    directory = os.path.join(out, "export")
+
+    def pixels(dataset, batches=None):
+        batch = [(x.numpy(), y.numpy()) for x, y in (dataset if batches is None else dataset.take(batches))]
+        images = np.concatenate([x for x, _ in batch]) * np.asarray(info.std) + np.asarray(info.mean)
+        return np.clip(np.rint(images), 0, 255).astype(np.uint8), np.concatenate([y for _, y in batch])
+
     representative = None
     if config.tflite_quantize:
-        representative = np.concatenate(
-            [x.numpy() for x, _ in run_data.train.take(max(1, 128 // config.batch_size))]
+        representative = pixels(run_data.train, max(1, 256 // config.batch_size))[0]
+    paths = export.export_student(student, directory, config.export, representative, info.mean, info.std)
+    if "tflite" in paths:
+        resume.atomic_write(
+            os.path.join(directory, "labels.txt"), "".join(f"{n}\n" for n in info.class_names)
         )
-    return export.export_student(student, os.path.join(out, "export"), config.export, representative)
+        images, labels = pixels(run_data.eval)
+        card = export.card(
+            paths, student, info.mean, info.std, info.class_names, images, labels, config.eval_split
+        )
+        resume.write_json(os.path.join(directory, "card.json"), card)
+        logging.info("Export (%s, %d images): top-1 %s", config.eval_split, len(labels), card["accuracy"])
+    return paths
 
 
 def accuracy(model, dataset):

@@ -134,13 +134,18 @@ def test_augmentation_crops_and_flips_except_digits(name):
         {padded[i : i + 12, j : j + 12][:, ::-1].tobytes(): "flipped" for i in range(9) for j in range(9)}
     )
     kinds = [
-        windows.get(data.augment(image, tf.constant([7, k], tf.int64), flip).numpy().tobytes())
+        windows.get(data.pad_crop_flip(image, tf.constant([7, k], tf.int64), flip).numpy().tobytes())
         for k in range(40)
     ]
     assert None not in kinds  # every output is a (flipped) window of the padded image
     assert ("flipped" in kinds) == flip and "plain" in kinds
     assert (
-        len({data.augment(image, tf.constant([7, k], tf.int64), flip).numpy().tobytes() for k in range(40)})
+        len(
+            {
+                data.pad_crop_flip(image, tf.constant([7, k], tf.int64), flip).numpy().tobytes()
+                for k in range(40)
+            }
+        )
         > 10
     )
     assert name != "svhn_cropped" or not flip
@@ -314,3 +319,102 @@ def test_image_folder_changed_between_calls_is_checked_again(tmp_path, monkeypat
     broken.unlink()
     _, info = data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
     assert info.num_examples == 5
+
+
+def photo_folder(root):
+    """Photos as users have them: sizes, aspect ratios and formats mixed, one taken sideways."""
+    rng = np.random.default_rng(1)
+    specs = {
+        "train": {
+            "cat": [(40, 30, "JPEG"), (25, 50, "PNG"), (64, 48, "BMP")],
+            "dog": [(30, 30, "GIF"), (50, 40, "JPEG")],
+        },
+        "test": {"cat": [(36, 24, "PNG")], "dog": [(24, 36, "JPEG")]},
+    }
+    for split, classes in specs.items():
+        for name, images in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for n, (width, height, kind) in enumerate(images):
+                pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+                image = Image.fromarray(pixels)
+                if kind == "GIF":
+                    image = image.convert("P")
+                image.save(root / split / name / f"{n}.{kind.lower().replace('jpeg', 'jpg')}", kind)
+
+
+def test_photos_of_any_size_and_format_are_resized_with_image_size(tmp_path):
+    photo_folder(tmp_path)
+    with pytest.raises(ValueError, match="mixes image sizes.*--image_size=H\\[,W\\]"):
+        data.build_dataset("image_folder", "train", 2, True, data_dir=str(tmp_path))
+    train, info = data.build_dataset("image_folder", "train", 2, True, data_dir=str(tmp_path), image_size=16)
+    assert info.image_shape == (16, 16, 3) and info.num_examples == 5 and info.class_names == ("cat", "dog")
+    images, labels = unbatch(train)
+    assert images.shape == (4, 16, 16, 3) and set(labels) <= {0, 1}
+    test, _ = data.build_dataset(
+        "image_folder", "test", 2, False, data_dir=str(tmp_path), image_size=(12, 20), normalize=False
+    )
+    images, labels = unbatch(test)
+    assert images.shape == (2, 12, 20, 3) and images.min() >= 0 and images.max() <= 255
+
+
+def test_evaluation_resizes_to_cover_then_takes_the_centre(tmp_path):
+    # A 40x20 (width x height) image of a left and a right half: the centre crop of a square view
+    # at 16 px keeps the middle, half of each colour.
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, 20:] = 200
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "test" / "a" / "0.png")
+    test, _ = data.build_dataset(
+        "image_folder", "test", 1, False, data_dir=str(tmp_path), image_size=16, normalize=False
+    )
+    (image,), _ = unbatch(test)
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_allclose(image[:, :6].mean(), 0, atol=2)
+    np.testing.assert_allclose(image[:, -6:].mean(), 200, atol=2)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation):
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = Image.fromarray(rng.integers(0, 256, size=(4, 6, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[data.EXIF_ORIENTATION] = orientation
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    stored.save(tmp_path / "test" / "a" / "0.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "test" / "a" / "0.png")))
+    test, info = data.build_dataset("image_folder", "test", 1, False, data_dir=str(tmp_path), normalize=False)
+    assert info.image_shape == (*expected.shape[:2], 3)
+    np.testing.assert_array_equal(unbatch(test)[0][0], expected)
+
+
+@pytest.mark.parametrize("augment, size", [("imagenet", 16), ("cifar", 16), ("none", 16), (None, 96)])
+def test_each_augmentation_gives_the_image_size_and_varies_by_epoch(tmp_path, augment, size):
+    photo_folder(tmp_path)
+    train, info = data.build_dataset(
+        "image_folder", "train", 5, True, data_dir=str(tmp_path), image_size=size, augment=augment, seed=3
+    )
+    first, second = unbatch(train)[0], unbatch(train)[0]
+    assert first.shape == (5, size, size, 3)
+    assert (augment == "none") == np.array_equal(np.sort(first.ravel()), np.sort(second.ravel()))
+    with pytest.raises(ValueError, match="augment must be one of cifar, imagenet, none"):
+        data.build_dataset(
+            "image_folder", "train", 5, True, data_dir=str(tmp_path), image_size=16, augment="mixup"
+        )
+
+
+def test_scan_reads_a_jpeg_in_draft_mode_not_in_full(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, {"train": {"cat": 1}}, size=(64, 48), suffix=".jpg")
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    real = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImagePlugin.JpegImageFile,
+        "draft",
+        lambda self, mode, size: drafts.append(size) or real(self, mode, size),
+    )
+    data._SCANNED.clear()
+    data.build_dataset("image_folder", "train", 1, True, data_dir=str(tmp_path))
+    assert drafts == [(8, 6)]

@@ -12,7 +12,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
@@ -124,6 +123,14 @@ def test_smoke_config_end_to_end_for_every_method(app, tmp_path, monkeypatch):
     assert {"attention/student/group1", "attention/expert/group3", "attention/images"} <= images
     assert (first / "export" / "saved_model" / "saved_model.pb").exists()
     assert (first / "export" / "student.tflite").exists()
+    card = json.loads((first / "export" / "card.json").read_text())
+    assert card["input"]["dtype"] == "uint8" and len(card["classes"]) == 10
+    assert card["eval_examples"] == results["ctkd"]["eval_examples"]
+    # The Keras student on the pixels scores as the run's own evaluation did.
+    assert card["accuracy"]["keras"] == pytest.approx(
+        results["ctkd"]["student_accuracy"], abs=1.01 / card["eval_examples"]
+    )
+    assert (first / "export" / "labels.txt").read_text().split() == card["classes"]
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -249,27 +256,35 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, 
     assert "Resuming from the checkpoint of epoch 1 of 2" in caplog.text
 
 
-def test_tflite_export_agrees_with_the_keras_student(tmp_path):
+def test_tflite_export_agrees_with_the_keras_student_in_litert(tmp_path):
     keras.utils.set_random_seed(0)
     student = train.models.get("wrn16_1", num_classes=4, input_shape=(16, 16, 3))
     images = np.random.default_rng(0).normal(size=(6, 16, 16, 3)).astype("float32")
     paths = export.export_student(student, tmp_path, ("tflite",), representative_images=images)
     expected = student(images, training=False).numpy()
-    for name, tolerance in (("tflite", 1e-4), ("tflite_int8", None)):
-        interpreter = tf.lite.Interpreter(model_path=paths[name])
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], images.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
-        interpreter.invoke()
-        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        if tolerance:
-            np.testing.assert_allclose(got, expected, atol=tolerance, rtol=1e-4)
-        else:  # int8: close, not equal
-            assert (
-                got.shape == expected.shape
-                and np.abs(got - expected).max() < 0.5 * np.abs(expected).max() + 0.1
-            )
+    np.testing.assert_allclose(export.litert_predict(paths["tflite"], images), expected, atol=1e-4, rtol=1e-4)
+    int8 = export.litert_predict(paths["tflite_int8"], images)  # close, not equal
+    assert int8.shape == expected.shape and np.abs(int8 - expected).max() < 0.5 * np.abs(expected).max() + 0.1
     assert Path(paths["tflite_int8"]).stat().st_size < Path(paths["tflite"]).stat().st_size
+
+
+def test_pixel_exports_take_uint8_rgb_and_their_card_scores_them_in_litert(tmp_path):
+    keras.utils.set_random_seed(0)
+    student = train.models.get("wrn16_1", num_classes=3, input_shape=(16, 16, 3))
+    mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
+    paths = export.export_student(student, tmp_path, ("tflite", "saved_model"), pixels, mean, std)
+    normalised = (pixels.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)
+    expected = student(normalised, training=False).numpy()
+    np.testing.assert_allclose(export.litert_predict(paths["tflite"], pixels), expected, atol=1e-4, rtol=1e-4)
+    labels = expected.argmax(axis=1)  # the Keras student is right on every image
+    card = export.card(paths, student, mean, std, ("a", "b", "c"), pixels, labels, "test")
+    assert card["input"] == {"shape": [1, 16, 16, 3], "dtype": "uint8", "pixels": "RGB, 0-255"}
+    assert card["accuracy"]["keras"] == 1.0 and card["accuracy"]["tflite"] == 1.0
+    int8_top = export.litert_predict(paths["tflite_int8"], pixels).argmax(axis=1)
+    assert card["accuracy"]["tflite_int8"] == card["int8_agrees_with_keras"] == np.mean(int8_top == labels)
+    assert card["files"]["tflite_int8"]["bytes"] < card["files"]["tflite"]["bytes"]
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
 
 
 @pytest.mark.parametrize(
@@ -357,3 +372,61 @@ def test_config_rejects_what_flags_cannot_see():
         train.TrainConfig(student="wrn99_1")
     with pytest.raises(ValueError, match="hint_loss must be one of"):
         train.TrainConfig(hint_loss="l2")
+
+
+def test_a_folder_of_photos_of_mixed_sizes_trains_with_image_size(tmp_path):
+    from test_data import photo_folder
+
+    photo_folder(tmp_path / "photos")
+    config = tiny_train_config(
+        tmp_path,
+        data_dir=str(tmp_path / "photos"),
+        method="student",
+        epochs=1,
+        batch_size=2,
+        image_size=(8,),
+        augment="imagenet",
+        validate_every_epoch=False,
+    )
+    result = train.train_and_evaluate(config)
+    assert result["train_examples"] == 5 and result["eval_examples"] == 2
+    assert (Path(config.model_dir) / "labels.txt").read_text() == "cat\ndog\n"
+    assert keras.models.load_model(Path(config.model_dir) / "student.keras").input_shape == (None, 8, 8, 3)
+    with pytest.raises(ValueError, match="--image_size"):
+        train.train_and_evaluate(
+            dataclasses.replace(config, image_size=(), model_dir=str(tmp_path / "other"))
+        )
+
+
+def test_keras_applications_and_keras_files_from_the_command_line(tmp_path):
+    # A MobileNetV3Small student (by its Keras Applications name) guided by a WRN expert trained in
+    # stage 1, the attention pairs found by resolution across the nested network.
+    images = {"train": {"a": 4, "b": 4}, "test": {"a": 2, "b": 2}}
+    config = tiny_train_config(
+        tmp_path,
+        images=images,
+        method="at",
+        student="MobileNetV3Small",
+        expert="wrn16_1",
+        attention_pairs="auto",
+        image_size=(32,),
+        epochs=1,
+        batch_size=4,
+        validate_every_epoch=False,
+    )
+    result = train.train_and_evaluate(config)
+    assert result["student_params"] > 10_000 and 0 <= result["student_accuracy"] <= 1
+    assert "attention_loss" in result["history"]
+    # The trained expert, as a .keras file, serves as --expert and as --student.
+    expert_file = str(Path(config.model_dir) / "expert.keras")
+    again = dataclasses.replace(
+        config, model_dir=str(tmp_path / "again"), student=expert_file, expert=expert_file
+    )
+    assert (
+        train.train_and_evaluate(again)["student_params"]
+        == keras.models.load_model(expert_file).count_params()
+    )
+    with pytest.raises(ValueError, match="cannot take 8x8 images.*--image_size"):
+        train.train_and_evaluate(dataclasses.replace(again, student="MobileNetV3Small", image_size=()))
+    with pytest.raises(ValueError, match="student must be one of the zoo's networks.*Keras Applications"):
+        dataclasses.replace(config, student="NoSuchNet")
