@@ -68,6 +68,21 @@ class TrainConfig:
     expert: str = option("wrn40_1", "Expert network, as --student (trained if not given).", _NETWORK)
     # Whether the file exists is checked when the run needs it (and by the flag, at once).
     expert_weights: str | None = option(None, "A trained expert: a .keras file or a shipped expert's name.")
+    expert_init: str | None = option(
+        None,
+        "Stage 1 fine-tunes a pretrained expert instead of training it from scratch: imagenet (Keras "
+        "Applications --expert; downloads), the weights file of that network without its top, or a "
+        ".keras file (its last layer replaced by a head for the data's classes).",
+    )
+    expert_head_epochs: int = option(
+        1,
+        "With --expert_init: the first epochs of --expert_epochs train the new head alone (the "
+        "pretrained backbone frozen); the rest the whole network at --learning_rate x --finetune_lr_factor.",
+        at_least(0),
+    )
+    finetune_lr_factor: float = option(
+        0.1, "With --expert_init: the learning rate of the whole network's epochs, as a factor.", positive
+    )
     attention_pairs: str = option(
         "",
         "auto, or student_layer:expert_layer,... (layer paths, / into nested models); empty: the zoo's "
@@ -151,6 +166,11 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        check(
+            self.expert_init is None or self.expert_head_epochs < self.expert_epochs,
+            "expert_head_epochs",
+            f"fewer than --expert_epochs={self.expert_epochs} (the whole network trains after the head)",
+        )
         check(
             methods.get(self.method).multi_worker or self.strategy != "multi_worker",
             "strategy",

@@ -100,6 +100,82 @@ def get(identifier, num_classes, input_shape=(32, 32, 3), mean=None, std=None, *
     return net
 
 
+def pretrained(
+    identifier, init, num_classes, input_shape=(32, 32, 3), mean=None, std=None, weight_decay=0.0, name=None
+):
+    """A pretrained backbone with a new classification head, to fine-tune to `num_classes` classes.
+
+    Args:
+        identifier: the network, a Keras Applications name, when `init` is `"imagenet"` or
+            a weights file; ignored when `init` is a `.keras` file.
+        init: `"imagenet"` (Keras's ImageNet weights: downloads), the weights file of the
+            Applications network without its top (`.h5`/`.weights.h5`, as Keras's
+            `*_notop.h5` files), or a `.keras` file of any network, whose last layer is
+            replaced by the new head (the rest is the backbone).
+        num_classes, input_shape, mean, std, weight_decay, name: as for `get`.
+
+    Returns:
+        `(network, backbone)`: the network mapping images to logits, and its pretrained
+        part (a layer of it), to freeze while the new head learns first.
+
+    Raises:
+        ValueError: naming `--expert_init`, for weights that do not fit the network, a
+            download that failed, or an `identifier` that is not a Keras Applications name.
+    """
+    inputs = keras.Input(tuple(input_shape), name="images")
+    if init.endswith(".keras"):
+        if not os.path.isfile(init):
+            raise ValueError(f"--expert_init={init}: no such file.")
+        loaded = keras.models.load_model(init)
+        if not getattr(loaded, "outputs", None) or len(loaded.layers) < 2:
+            raise ValueError(
+                f"--expert_init={init}: a functional or Sequential network is needed, to cut off its head."
+            )
+        backbone = keras.Model(loaded.inputs, loaded.layers[-2].output, name="backbone")
+        try:
+            features = backbone(inputs)
+        except ValueError as error:
+            raise ValueError(
+                f"--expert_init={init} takes inputs of shape {tuple(loaded.inputs[0].shape[1:])}, the data "
+                f"set gives {tuple(input_shape)} ({error}); pass --image_size."
+            ) from None
+    else:
+        application = _application(identifier)
+        if application is None:
+            raise ValueError(
+                f"--expert_init={init} needs a Keras Applications --expert (MobileNetV3Small, ...), got "
+                f"{identifier!r}; or give a .keras file as --expert_init."
+            )
+        try:
+            backbone = application(
+                input_shape=tuple(input_shape), weights=init, include_top=False, pooling="avg"
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"--expert_init={init} does not fit keras.applications.{application.__name__}: {error}"
+            ) from None
+        except Exception as error:  # Keras's get_file: the download failed (offline?)
+            raise ValueError(
+                f"--expert_init={init}: Keras could not download the ImageNet weights of "
+                f"{application.__name__} ({error}). Offline? Download the file elsewhere "
+                f"(keras.applications.{application.__name__}(weights='imagenet', include_top=False) "
+                "fetches it into ~/.keras/models/), then pass --expert_init=<that file>."
+            ) from None
+        adapter = keras.layers.Conv2D(3, 1, trainable=False, name="pixels")
+        features = backbone(adapter(inputs))
+        adapter.set_weights(
+            [part[None, None] if part.ndim == 2 else part for part in _pixel_map(application, mean, std)]
+        )
+    if len(features.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(features)
+    net = keras.Model(inputs, logits, name=name or "expert")
+    if weight_decay:
+        for variable in net.trainable_weights:
+            variable.regularizer = keras.regularizers.L2(weight_decay / 2)
+    return net, backbone
+
+
 def _build_application(application, num_classes, input_shape, mean, std, name):
     try:
         body = application(

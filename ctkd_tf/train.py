@@ -48,8 +48,9 @@ def train_and_evaluate(config, callbacks=()):
     start = time.time()
     method = methods.get(config.method)
     # What earlier processes of this run trained, before this one adds to their checkpoints.
-    earlier_wall_time_s = resume.wall_time(checkpoint_dir(config, "")) + (
-        resume.wall_time(checkpoint_dir(config, "expert")) if trains_expert(config) else 0.0
+    expert_dirs = ("expert", "expert/head") if trains_expert(config) else ()
+    earlier_wall_time_s = resume.wall_time(checkpoint_dir(config, "")) + sum(
+        resume.wall_time(checkpoint_dir(config, stage_dir)) for stage_dir in expert_dirs
     )
     with dtype_policy(config.mixed_precision):
         strategy = setup(config)
@@ -216,10 +217,51 @@ def expert_stage(config, strategy, run_data, out):
     expert_config = dataclasses.replace(
         config, method="student", student=config.expert, epochs=config.expert_epochs
     )
-    model = make_model(expert_config, strategy, run_data.train_info, None, role="expert")
-    fit(model, expert_config, strategy, run_data, out, "expert", config.expert_epochs)
-    resume.save_model(model.student, path)
-    return model.student
+    if config.expert_init:
+        expert = fine_tune(expert_config, strategy, run_data, out)
+    else:
+        model = make_model(expert_config, strategy, run_data.train_info, None, role="expert")
+        fit(model, expert_config, strategy, run_data, out, "expert", config.expert_epochs)
+        expert = model.student
+    resume.save_model(expert, path)
+    return expert
+
+
+def fine_tune(config, strategy, run_data, out):
+    """Stage 1 from a pretrained backbone (`config.expert_init`): the new head, then the whole network.
+
+    The first `expert_head_epochs` train the head alone at `learning_rate`, the backbone
+    frozen (its batch norm in inference mode); then the whole network trains for the rest
+    of `expert_epochs` at `learning_rate * finetune_lr_factor`, the same schedule over
+    those epochs. Each phase checkpoints and resumes on its own (`expert/head/`, `expert/`).
+    """
+    info = run_data.train_info
+    with strategy.scope():
+        expert, backbone = models.pretrained(
+            config.expert,
+            config.expert_init,
+            info.num_classes,
+            info.image_shape,
+            info.mean,
+            info.std,
+            weight_decay=config.weight_decay,
+            name="expert",
+        )
+    head_epochs = config.expert_head_epochs
+    phases = [
+        ("expert/head", False, head_epochs, config.learning_rate),
+        ("expert", True, config.epochs - head_epochs, config.learning_rate * config.finetune_lr_factor),
+    ]
+    for stage_dir, trainable, epochs, rate in phases:
+        if not epochs:
+            continue
+        backbone.trainable = trainable
+        phase = dataclasses.replace(config, epochs=epochs, learning_rate=rate)
+        model = make_model(phase, strategy, info, None, student=expert)
+        logging.info("Stage 1 (%s): %d epochs at rate %g into %s", stage_dir, epochs, rate, stage_dir)
+        fit(model, phase, strategy, run_data, out, stage_dir, epochs)
+    backbone.trainable = True
+    return expert
 
 
 def build_network(config, name, role, info):
@@ -250,7 +292,7 @@ def make_optimizer(config, epochs, steps):
     return keras.optimizers.SGD(rate, momentum=config.momentum)
 
 
-def make_model(config, strategy, info, expert, role="student"):
+def make_model(config, strategy, info, expert, role="student", student=None):
     """The compiled, built model of `config.method` (networks, losses, optimizer), all from `config`.
 
     Args:
@@ -259,11 +301,12 @@ def make_model(config, strategy, info, expert, role="student"):
         info: the training pipeline's `DatasetInfo` (classes, image shape, steps).
         expert: the trained expert, for methods that use one.
         role: the name of the network trained as the student.
+        student: that network, already built (None: `config.student`'s, new).
     """
     method = methods.get(config.method)
     steps = info.num_examples // config.batch_size
     with strategy.scope():
-        student = build_network(config, config.student, role, info)
+        student = student or build_network(config, config.student, role, info)
         scratch = (
             build_network(config, config.scratch_teacher, "scratch_teacher", info)
             if method.scratch_teacher

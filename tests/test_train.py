@@ -430,3 +430,65 @@ def test_keras_applications_and_keras_files_from_the_command_line(tmp_path):
         train.train_and_evaluate(dataclasses.replace(again, student="MobileNetV3Small", image_size=()))
     with pytest.raises(ValueError, match="student must be one of the zoo's networks.*Keras Applications"):
         dataclasses.replace(config, student="NoSuchNet")
+
+
+def test_stage_one_fine_tunes_a_pretrained_expert_head_first(tmp_path):
+    # "Pretrained": a WRN of 7 classes saved as .keras; fine-tuned to the folder's 2 classes.
+    keras.utils.set_random_seed(1)
+    pretrained = train.models.get("wrn16_1", num_classes=7, input_shape=(8, 8, 3))
+    pretrained.save(tmp_path / "pretrained.keras")
+    config = tiny_train_config(
+        tmp_path,
+        method="at",
+        expert_init=str(tmp_path / "pretrained.keras"),
+        expert_epochs=2,
+        expert_head_epochs=1,
+        epochs=1,
+    )
+    result = train.train_and_evaluate(config)
+    run = Path(config.model_dir)
+    assert len((run / "expert" / "head" / "log.csv").read_text().splitlines()) == 2  # header + 1 epoch
+    assert len((run / "expert" / "log.csv").read_text().splitlines()) == 2
+    expert = keras.models.load_model(run / "expert.keras")
+    assert expert.output_shape == (None, 2) and 0 <= result["expert_accuracy"] <= 1
+    head = json.loads((run / "expert" / "head" / "checkpoints" / "training_metadata.json").read_text())
+    assert head["epoch"] == 1
+    # The pretrained weights were the start: the first convolution's, changed by the second phase.
+    start = pretrained.get_layer("stem_conv").kernel.numpy()
+    tuned = expert.get_layer("backbone").get_layer("stem_conv").kernel.numpy()
+    assert start.shape == tuned.shape and not np.array_equal(start, tuned)
+    assert np.corrcoef(start.ravel(), tuned.ravel())[0, 1] > 0.9  # fine-tuned, not trained anew
+    with pytest.raises(ValueError, match="expert_head_epochs must be fewer than --expert_epochs=2"):
+        dataclasses.replace(config, expert_head_epochs=2)
+
+
+def test_expert_init_errors_name_the_flag(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    info = dict(num_classes=2, input_shape=(32, 32, 3))
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -3] name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(
+        ValueError, match="--expert_init=imagenet: Keras could not download.*--expert_init=<that file>"
+    ):
+        train.models.pretrained("MobileNetV3Small", "imagenet", **info)
+    with pytest.raises(ValueError, match="needs a Keras Applications --expert"):
+        train.models.pretrained("wrn16_1", "imagenet", **info)
+    other = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, include_top=False, pooling="avg"
+    )
+    other.save_weights(tmp_path / "small_notop.weights.h5")
+    with pytest.raises(
+        ValueError,
+        match="--expert_init=.*small_notop.weights.h5 does not fit keras.applications.EfficientNetB0",
+    ):
+        train.models.pretrained("EfficientNetB0", str(tmp_path / "small_notop.weights.h5"), **info)
+    net, backbone = train.models.pretrained(
+        "MobileNetV3Small", str(tmp_path / "small_notop.weights.h5"), **info
+    )
+    for a, b in zip(backbone.weights, other.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert net.output_shape == (None, 2)
