@@ -10,6 +10,7 @@ import dataclasses
 
 import keras
 
+from ctkd_tf import networks
 from ctkd_tf.ctkd import CTKD
 from ctkd_tf.distiller import hinton_kd
 
@@ -54,11 +55,23 @@ class Method:
         from ctkd_tf.config import attention_pairs  # config imports this module
 
         both = self.scratch_teacher and self.expert
+        pairs = attention_pairs(config.attention_pairs) if self.expert else None
+        if isinstance(pairs, list):  # named on the command line: errors name the flag
+            guided = [("student", student)] + ([("scratch_teacher", scratch_teacher)] if both else [])
+            for trained, expert_layer in pairs:
+                for role, net, path in [
+                    *((r, n, trained) for r, n in guided),
+                    ("expert_teacher", expert, expert_layer),
+                ]:
+                    try:
+                        networks.layer_at(net, path, role)
+                    except ValueError as error:
+                        raise ValueError(f"--attention_pairs={config.attention_pairs}: {error}") from None
         return CTKD(
             student=student,
             scratch_teacher=scratch_teacher if self.scratch_teacher else None,
             expert_teacher=expert if self.expert else None,
-            attention_pairs=attention_pairs(config.attention_pairs) if self.expert else None,
+            attention_pairs=pairs,
             attention_target=config.attention_target if both else "student",
             hint_weight=config.hint_weight if self.scratch_teacher else None,
             attention_weight=config.attention_weight if self.expert else None,

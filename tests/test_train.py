@@ -492,3 +492,13 @@ def test_expert_init_errors_name_the_flag(tmp_path, monkeypatch):
     for a, b in zip(backbone.weights, other.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert net.output_shape == (None, 2)
+
+
+def test_an_attention_pair_that_does_not_exist_names_the_flag(tmp_path):
+    config = tiny_train_config(tmp_path, method="at", epochs=1, attention_pairs="group1:group1,nope:group3")
+    with pytest.raises(
+        ValueError, match="--attention_pairs=group1:group1,nope:group3: The student .* no layer 'nope'"
+    ):
+        train.train_and_evaluate(config)
+    with pytest.raises(ValueError, match="attention_pairs must be auto or comma-separated"):
+        dataclasses.replace(config, attention_pairs="group1")
