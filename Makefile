@@ -31,8 +31,9 @@ test-next-keras:
 train:
 	$(BIN)/python apps/train.py --flagfile=configs/cifar10.flags $(ARGS)
 
+# Offline: on images it makes (apps/smoke.py); `apps/train.py --flagfile=configs/smoke.flags` uses CIFAR-10.
 smoke:
-	$(BIN)/python apps/train.py --flagfile=configs/smoke.flags $(ARGS)
+	$(BIN)/python apps/smoke.py --flagfile=configs/smoke.flags $(ARGS)
 
 lint:
 	$(BIN)/ruff check .

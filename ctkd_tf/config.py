@@ -6,7 +6,7 @@ added here is a flag with the same name, help and check.
 
 import dataclasses
 
-from ctkd_tf import data, distribute, export, methods, models
+from ctkd_tf import data, distribute, export, methods, models, networks
 from ctkd_tf.ctkd import ATTENTION_TARGETS, HINT_LOSSES
 from ctkd_tf.options import at_least, check, check_fields, fraction, option, positive
 
@@ -18,16 +18,11 @@ _NETWORK = (models.is_network, models.NETWORK_NAMES)
 
 
 def _pairs_or_auto(value):
-    return value in ("", "auto") or all(
-        pair.count(":") == 1 and "" not in pair.split(":") for pair in value.split(",")
-    )
-
-
-def attention_pairs(value):
-    """`CTKD`'s `attention_pairs` of the `--attention_pairs` text: None, "auto" or [(a, b), ...]."""
-    if value in ("", "auto"):
-        return value or None
-    return [tuple(pair.split(":")) for pair in value.split(",")]
+    try:
+        networks.parse_pairs(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _increasing(values):

@@ -52,10 +52,8 @@ class Method:
         """
         if self.distiller:
             return hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
-        from ctkd_tf.config import attention_pairs  # config imports this module
-
         both = self.scratch_teacher and self.expert
-        pairs = attention_pairs(config.attention_pairs) if self.expert else None
+        pairs = networks.parse_pairs(config.attention_pairs) if self.expert else None
         if isinstance(pairs, list):  # named on the command line: errors name the flag
             guided = [("student", student)] + ([("scratch_teacher", scratch_teacher)] if both else [])
             for trained, expert_layer in pairs:

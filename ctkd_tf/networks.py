@@ -18,6 +18,23 @@ import keras
 from ctkd_tf import models
 
 
+def parse_pairs(text):
+    """`CTKD`'s `attention_pairs` of the text of `--attention_pairs`: None (empty), `"auto"`, or
+    `[(student_layer, expert_layer), ...]` of `"a:b,c:d"`.
+
+    Raises:
+        ValueError: for a pair without exactly one `:` between two paths.
+    """
+    if text in ("", "auto"):
+        return text or None
+    pairs = [tuple(pair.split(":")) for pair in text.split(",")]
+    if any(len(pair) != 2 or "" in pair for pair in pairs):
+        raise ValueError(
+            f"attention pairs must be student_layer:expert_layer, comma-separated, got {text!r}."
+        )
+    return pairs
+
+
 def sublayers(layer):
     """The layers a layer holds directly (a model's `layers`), in order."""
     return list(getattr(layer, "layers", None) or [])

@@ -502,3 +502,20 @@ def test_an_attention_pair_that_does_not_exist_names_the_flag(tmp_path):
         train.train_and_evaluate(config)
     with pytest.raises(ValueError, match="attention_pairs must be auto or comma-separated"):
         dataclasses.replace(config, attention_pairs="group1")
+
+
+def test_the_smoke_app_runs_offline_on_images_it_makes(app, tmp_path, monkeypatch, offline, capsys):
+    spec = importlib.util.spec_from_file_location("smoke_app", ROOT / "apps" / "smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    monkeypatch.chdir(ROOT)
+    flags.FLAGS.unparse_flags()
+    argv = flags.FLAGS(
+        ["smoke.py", "--flagfile=configs/smoke.flags", f"--model_dir={tmp_path}", "--verbose=0", "--export="]
+    )
+    smoke.main(argv)
+    flags.FLAGS.unparse_flags()
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["dataset"] == "image_folder" and result["train_examples"] == smoke.CLASSES * smoke.TRAIN
+    assert (tmp_path / "labels.txt").read_text().split() == [f"class_{k}" for k in range(smoke.CLASSES)]
+    assert "generated images (no download)" in capsys.readouterr().out
