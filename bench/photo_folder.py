@@ -21,7 +21,7 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 
 # isort: split
 import numpy as np
-import tensorflow as tf
+from input_pipeline import rate
 from PIL import Image
 
 from ctkd_tf import data
@@ -62,14 +62,6 @@ def full_decode_scan(root):
     for path in sorted(Path(root, "train").rglob("*.jpg")):
         with Image.open(path) as image:
             image.load()
-
-
-def rate(dataset, passes=1):
-    start, images = time.perf_counter(), 0
-    for _ in range(passes):
-        for batch, _ in dataset:
-            images += int(tf.shape(batch)[0])
-    return images / (time.perf_counter() - start)
 
 
 def main():

@@ -1,6 +1,9 @@
 """Shared fixtures: tiny networks and data, so that every test runs in seconds."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # What importing ctkd_tf first does on x86 (see ctkd_tf/__init__.py): test what users run.
@@ -27,6 +30,33 @@ def mirrored():
     strategy = distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     return strategy
+
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+def load_app(script):
+    """An app of apps/ imported as a module, once (its flags join absl's global FLAGS)."""
+    if str(APPS) not in sys.path:
+        sys.path.insert(0, str(APPS))
+    name = f"{Path(script).stem}_app"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, APPS / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def run_main(app, *argv):
+    """`app.main` on these command-line arguments, parsed into absl's FLAGS, which are reset after."""
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    try:
+        app.main(flags.FLAGS([*argv]))
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 NUM_CLASSES = 5

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from conftest import write_image_folder
+from conftest import load_app, run_main, write_image_folder
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -48,11 +48,8 @@ def test_own_networks_guide_runs_at_tiny_size(tmp_path, monkeypatch):
 
 
 def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
-    import importlib.util
     import shlex
-    import sys
 
-    from absl import flags
     from PIL import Image
     from test_data import photo_folder
 
@@ -72,24 +69,16 @@ def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
         for a in args
     ]
     tiny = ["--image_size=32", "--expert_epochs=2", "--expert_head_epochs=1", "--epochs=1", "--batch_size=4"]
-    sys.path.insert(0, str(root / "apps"))
-    spec = importlib.util.spec_from_file_location("photos_app", root / "apps" / "train.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
     monkeypatch.chdir(root)
-    flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(
-        [
-            "train.py",
-            *args[2:],
-            f"--data_dir={tmp_path / 'photos'}",
-            f"--model_dir={tmp_path / 'runs' / 'photos'}",
-            *tiny,
-            "--verbose=0",
-        ]
+    run_main(
+        load_app("train.py"),
+        "train.py",
+        *args[2:],
+        f"--data_dir={tmp_path / 'photos'}",
+        f"--model_dir={tmp_path / 'runs' / 'photos'}",
+        *tiny,
+        "--verbose=0",
     )
-    app.main(argv)
-    flags.FLAGS.unparse_flags()
     export = tmp_path / "runs" / "photos" / "export"
     card = json.loads((export / "card.json").read_text())
     assert card["input"]["shape"] == [1, 32, 32, 3] and card["classes"] == ["cat", "dog"]

@@ -1,7 +1,6 @@
 """apps/train.py and train_and_evaluate: end to end, resume, NaN guard, export, flag checks."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ctkd_tf import export, methods, resume, train
 
-from conftest import tiny_train_config
+from conftest import load_app, run_main, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def app():
     """apps/train.py, imported once (its flags live in the global absl FLAGS)."""
-    sys.path.insert(0, str(ROOT / "apps"))
-    spec = importlib.util.spec_from_file_location("train_app", ROOT / "apps" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_app"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_app("train.py")
     flags.FLAGS.unparse_flags()
 
 
@@ -505,16 +499,16 @@ def test_an_attention_pair_that_does_not_exist_names_the_flag(tmp_path):
 
 
 def test_the_smoke_app_runs_offline_on_images_it_makes(app, tmp_path, monkeypatch, offline, capsys):
-    spec = importlib.util.spec_from_file_location("smoke_app", ROOT / "apps" / "smoke.py")
-    smoke = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(smoke)
+    smoke = load_app("smoke.py")
     monkeypatch.chdir(ROOT)
-    flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(
-        ["smoke.py", "--flagfile=configs/smoke.flags", f"--model_dir={tmp_path}", "--verbose=0", "--export="]
+    run_main(
+        smoke,
+        "smoke.py",
+        "--flagfile=configs/smoke.flags",
+        f"--model_dir={tmp_path}",
+        "--verbose=0",
+        "--export=",
     )
-    smoke.main(argv)
-    flags.FLAGS.unparse_flags()
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["dataset"] == "image_folder" and result["train_examples"] == smoke.CLASSES * smoke.TRAIN
     assert (tmp_path / "labels.txt").read_text().split() == [f"class_{k}" for k in range(smoke.CLASSES)]
