@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("student", "at_kd", "rl", "paper", "both_kd")
 RECIPE, BASELINE = "both_kd", "at_kd"  # the collaboration gain: the recipe minus AT+KD
 # Whose gain over AT+KD the table and plot show, once run: the configs' recipe, and the
-# variant that beat it on validation (bench/ablate.py, issue #15) and joined the study.
+# variant that beat it on validation (bench/ablate.py) and joined the study.
 RECIPES = (RECIPE, "both_kd_correct")
 
 

@@ -39,7 +39,7 @@ VARIANTS = {
     "at_kd": config_options("at_kd.flags"),  # Attention Transfer's AT+KD, no scratch teacher
     "paper_kd": dict(method="ctkd", expert_kd_weight=1.0),
     "both_kd": dict(method="ctkd", attention_target="both", expert_kd_weight=1.0),
-    # Issue #15's attempts to make the collaboration pay, each on top of the recipe (both_kd)
+    # The budget study's attempts to make the collaboration pay, each on top of the recipe (both_kd)
     # but the first, the reference code's placement of the expert's attention.
     "scratch_kd": dict(method="ctkd", attention_target="scratch", expert_kd_weight=1.0),
     "both_kd_warmup3": dict(

@@ -179,9 +179,7 @@ def main():
         action="store_true",
         help="then the same processes all at once, the cores split between them (use --steps=100)",
     )
-    parser.add_argument(
-        "--deterministic", action="store_true", help="what --deterministic of the apps runs (issue #16)"
-    )
+    parser.add_argument("--deterministic", action="store_true", help="what --deterministic of the apps runs")
     parser.add_argument("--ctkd_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.deterministic:
