@@ -40,6 +40,7 @@ RESIZED_CROP_SCALE = (0.08, 1.0)  # the random resized crop's share of the image
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 SHUFFLE_WINDOW = 50_000  # examples shuffled together (a whole CIFAR training set)
 STATISTICS_SAMPLE = 5000  # images an image folder's mean and std are measured on
+REACHABLE_TIMEOUT_S = 5  # the quick check that a data set's archives can be downloaded
 
 
 # What TFDS raises when it cannot fetch a data set's archives (offline, blocked, corrupted).
@@ -290,12 +291,19 @@ def _check_splits(name, split, available):
 
 def _tfds(name, split, data_dir, recipe):
     _check_splits(name, split, recipe.splits)
+    options = dict(split=split, data_dir=data_dir, as_supervised=True, with_info=True, shuffle_files=False)
+    load = functools.partial(tfds.load, name, **options)
     try:
-        dataset, builder_info = tfds.load(
-            name, split=split, data_dir=data_dir, as_supervised=True, with_info=True, shuffle_files=False
-        )
-    except _DOWNLOAD_ERRORS as error:
-        raise DatasetUnavailableError(_unavailable_message(name, data_dir, error)) from error
+        dataset, builder_info = load(download=False)  # prepared already: no network
+    except AssertionError:  # what TFDS raises for a data set it has not prepared
+        builder = tfds.builder(name, data_dir=data_dir)
+        if builder.is_prepared():
+            raise
+        try:
+            _check_reachable(_archives(name, builder), _manual_dir(data_dir))
+            dataset, builder_info = load()
+        except _DOWNLOAD_ERRORS as error:
+            raise DatasetUnavailableError(_unavailable_message(name, builder, data_dir, error)) from error
     labels = builder_info.features["label"]
     info = DatasetInfo(
         name=name,
@@ -310,19 +318,37 @@ def _tfds(name, split, data_dir, recipe):
     return dataset.map(lambda image, label: (image, tf.cast(label, tf.int32))), info
 
 
-def _unavailable_message(name, data_dir, error):
-    builder = tfds.builder(name, data_dir=data_dir)
-    archives = {info.filename: url for url, info in (builder.url_infos or {}).items()}
+def _archives(name, builder):
+    """The files TFDS downloads to prepare a data set, by file name, with their URLs."""
     if name == "tiny_imagenet":
-        archives = {tiny_imagenet.ARCHIVE: tiny_imagenet.URL}
-    manual = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), "downloads", "manual")
+        return {tiny_imagenet.ARCHIVE: tiny_imagenet.URL}
+    return {info.filename: url for url, info in (builder.url_infos or {}).items()}
+
+
+def _manual_dir(data_dir):
+    return os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), "downloads", "manual")
+
+
+def _check_reachable(archives, manual_dir):
+    """One request per archive not in the manual directory, before TFDS's own retries.
+
+    Offline, TFDS retries each download for minutes before it gives up; one request
+    without retries fails within seconds. Any HTTP answer counts as reachable.
+    """
+    for filename, url in archives.items():
+        if not os.path.exists(os.path.join(manual_dir, filename)):
+            requests.head(url, timeout=REACHABLE_TIMEOUT_S, allow_redirects=False)
+
+
+def _unavailable_message(name, builder, data_dir, error):
+    archives = _archives(name, builder)
     cause = str(error).splitlines()[0] if str(error) else type(error).__name__
     return (
         f"TFDS could not download the {name} data set: {type(error).__name__}: {cause[:300]}\n"
         "Is this machine offline? Two ways out:\n"
         f"  1. Download {', '.join(archives) or 'its archives'} elsewhere "
         f"({', '.join(archives.values()) or 'see the TFDS catalogue'}) and put "
-        f"{'them' if len(archives) > 1 else 'it'} in TFDS's manual directory, {manual}/ "
+        f"{'them' if len(archives) > 1 else 'it'} in TFDS's manual directory, {_manual_dir(data_dir)}/ "
         "(under --data_dir when you pass one); the next run prepares the data set from there.\n"
         "  2. Train on images you have: --dataset=image_folder --data_dir=<root> with "
         "<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg (in Python: "

@@ -154,10 +154,14 @@ def batch():
 
 @pytest.fixture
 def offline(monkeypatch):
-    """Every HTTP request fails as on a machine without internet, at once (no retries)."""
+    """Every HTTP request fails as on a machine without internet, at once; yields the requests' URLs."""
     import requests
 
+    requested = []
+
     def refuse(self, request, **kwargs):
+        requested.append(request.url)
         raise requests.exceptions.ConnectionError(f"Failed to resolve {request.url.split('/')[2]!r}")
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
+    return requested

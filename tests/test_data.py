@@ -292,6 +292,21 @@ def test_offline_download_raises_one_clear_error(tmp_path, offline, name, archiv
     assert "ConnectionError" in message and "Failed to resolve" in message  # the cause
     assert archive in message and str(tmp_path / "downloads" / "manual") in message
     assert "--dataset=image_folder --data_dir=" in message
+    # One request, without retries, before TFDS starts downloading: offline, the error comes in seconds.
+    assert len(offline) == 1 and archive in offline[0]
+
+
+def test_archives_in_the_manual_directory_are_prepared_without_the_network(tmp_path, offline, monkeypatch):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "cifar-10-binary.tar.gz").write_bytes(b"")
+    prepared = []
+    monkeypatch.setattr(
+        tfds.core.DatasetBuilder, "download_and_prepare", lambda self, **kwargs: prepared.append(self.name)
+    )
+    with pytest.raises(AssertionError, match="could not find data"):  # the stub prepared nothing
+        data.build_dataset("cifar10", "train", 8, True, data_dir=str(tmp_path))
+    assert prepared == ["cifar10"] and offline == []  # TFDS was asked to prepare it, nothing requested
 
 
 def test_image_folder_changed_between_calls_is_checked_again(tmp_path, monkeypatch):
