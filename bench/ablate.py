@@ -27,13 +27,14 @@ import numpy as np
 
 from ctkd_tf.config import LR_SCHEDULES
 
-from common import VARIANTS, cifar10_config, machines, run_once
+from common import VARIANTS, add_data_flag, cifar10, cifar10_config, machines, run_once, sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flag(parser)
     parser.add_argument("--variants", default="paper,at,both,kl", help=f"among {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=10)
@@ -61,7 +62,9 @@ def main():
 
 
 def train_all(args, out):
+    source = cifar10(args.data_dir)
     base = cifar10_config(
+        source,
         train_split=args.train_split,
         eval_split=args.eval_split,
         epochs=args.epochs,
@@ -75,7 +78,7 @@ def train_all(args, out):
             config = dataclasses.replace(
                 base, seed=seed, model_dir=os.path.join(args.work_dir, f"{name}_seed{seed}"), **VARIANTS[name]
             )
-            run_once(config, out / f"{name}_seed{seed}.json")
+            run_once(config, out / f"{name}_seed{seed}.json", data=source.label)
 
 
 SERIES = ("eval_split", "train_split", "epochs", "lr_schedule", "expert_weights")  # what one table shares
@@ -98,11 +101,11 @@ def write_table(out):
     eval_split, train_split, epochs, lr_schedule, expert = (
         next(iter(series[key]), "per variant") for key in SERIES
     )
+    every = [r for rs in runs.values() for r in rs]
     lines = [
-        f"Last-epoch top-1 (%) on `{eval_split}` (validation: training images no student sees) of the "
-        f"JPEG copy of CIFAR-10; WRN-16-1 student, WRN-40-1 teachers, `{train_split}`, {epochs} "
-        f"epochs ({lr_schedule}), expert `{expert}`; "
-        f"{machines([r for rs in runs.values() for r in rs])}.",
+        f"Last-epoch top-1 (%) on `{eval_split}` (validation: training images no student sees) of "
+        f"{sources(every)}; WRN-16-1 student, WRN-40-1 teachers, `{train_split}`, {epochs} "
+        f"epochs ({lr_schedule}), expert `{expert}`; {machines(every)}.",
         "",
         "| variant | options | seeds | student mean +- std | per seed | scratch | expert | min/run |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",

@@ -4,13 +4,14 @@ Run: python bench/budget_study.py --expert_weights=cifar10_wrn40_1_e100
 
 Trains the WRN-16-1 student alone (`student`), with AT+KD (`at_kd`, no scratch teacher),
 with Rocket Launching (`rl`, no expert), with the paper's CTKD (`paper`) and with the
-configs' recipe (`both_kd`) on the first N training images of the JPEG copy of CIFAR-10
-for each N of --train_examples, --epochs each (the budget: N x epochs image-steps), and
-scores the last epoch on the 10,000 test images. Seeds: every method with the first of
---seeds; the methods of --all_seeds_methods with every seed, so that the collaboration
-gain (recipe minus AT+KD) has a seed spread. Runs go in that order (the first seed at
-every budget first), one JSON per run in --out (skipped when present, so the study
-resumes where it stopped), then `table.md` and `budget.png` from whatever has finished.
+configs' recipe (`both_kd`) on the first N training images of CIFAR-10 (TFDS, or the
+image folder of --data_dir) for each N of --train_examples, --epochs each (the budget:
+N x epochs image-steps), and scores the last epoch on the 10,000 test images. Seeds:
+every method with the first of --seeds; the methods of --all_seeds_methods with every
+seed, so that the collaboration gain (recipe minus AT+KD) has a seed spread. Runs go in
+that order (the first seed at every budget first), one JSON per run in --out (skipped
+when present, so the study resumes where it stopped), then `table.md` and `budget.png`
+from whatever has finished.
 
 The scratch teacher costs arithmetic: the recipe's step is about 2.5x AT+KD's and 5x the
 student's alone. Runs of other epochs join the same table and plot, so AT+KD (or the student
@@ -33,7 +34,16 @@ import numpy as np
 
 from ctkd_tf import methods
 
-from common import VARIANTS, cifar10_config, config_step_flops, machines, run_once
+from common import (
+    VARIANTS,
+    add_data_flag,
+    cifar10,
+    cifar10_config,
+    config_step_flops,
+    machines,
+    run_once,
+    sources,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("student", "at_kd", "rl", "paper", "both_kd")
@@ -45,6 +55,7 @@ RECIPES = (RECIPE, "both_kd_correct")
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flag(parser)
     parser.add_argument("--train_examples", default="5000,15000,50000", help="budgets: first N images")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"among {', '.join(VARIANTS)}")
@@ -83,9 +94,11 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        source = cifar10(args.data_dir)
         for name, n, seed in queue(args):
             run = f"{name}_n{n}_e{args.epochs}_seed{seed}"
             config = cifar10_config(
+                source,
                 train_split=f"train[:{n}]",
                 eval_split=args.eval_split,
                 epochs=args.epochs,
@@ -97,7 +110,7 @@ def main():
                 **VARIANTS[name],
             )
             # `method` names the study's recipe (config.method is the library's method).
-            labels = dict(method=name)
+            labels = dict(method=name, data=source.label)
             if not methods.get(config.method).scratch_teacher:
                 labels.update(scratch_accuracy=None)  # no scratch teacher
             run_once(config, out / f"{run}.json", **labels)
@@ -138,7 +151,7 @@ def report(out):
         threads += "; one thread each is two runs at a time, side by side"
     flops = {m: config_step_flops(runs[m][next(iter(runs[m]))][0]["config"]) for m in methods}
     lines = [
-        f"Last-epoch top-1 (%) on `{some['eval_split']}` of the JPEG copy of CIFAR-10, WRN-16-1 student, "
+        f"Last-epoch top-1 (%) on `{some['eval_split']}` of {sources(every)}, WRN-16-1 student, "
         f"WRN-40-1 teachers, the first N training images x E epochs (cosine), {expert}; "
         f"{machines(every)}. Mean +- std over seeds (n); the scratch teacher's accuracy in brackets.",
         "",

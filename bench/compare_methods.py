@@ -1,4 +1,4 @@
-"""The method doc's comparison on the real CIFAR-10 images: student, KD, AT, RL and CTKD.
+"""The paper's comparison on CIFAR-10: student, KD, AT, RL and CTKD, on the test images.
 
 Run: python bench/compare_methods.py --epochs=10 --train_split="train[:5000]" --seeds=0,1 --jit_compile
 
@@ -27,13 +27,14 @@ import numpy as np
 from ctkd_tf import methods, train
 from ctkd_tf.config import LR_SCHEDULES
 
-from common import VARIANTS, cifar10_config, machines, run_once
+from common import VARIANTS, add_data_flag, cifar10, cifar10_config, machines, run_once, sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flag(parser)
     parser.add_argument(
         "--methods",
         default="student,kd,at,rl,ctkd",
@@ -53,6 +54,7 @@ def parse_args():
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
     parser.add_argument("--work_dir", default="/tmp/ctkd_compare", help="checkpoints and logs of the runs")
+    parser.add_argument("--report_only", action="store_true", help="write the table and plot, train nothing")
     args = parser.parse_args()
     unknown = [m for m in args.methods.split(",") if m not in methods.names() and m not in VARIANTS]
     if unknown:
@@ -69,7 +71,15 @@ def main():
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        train_all(args, out)
+    write_table_and_plot(out)
+
+
+def train_all(args, out):
+    source = cifar10(args.data_dir)
     base = cifar10_config(
+        source,
         train_split=args.train_split,
         eval_split=args.eval_split,
         epochs=args.epochs,
@@ -99,19 +109,23 @@ def main():
                 expert_weights=expert,
                 **options(method),
             )
-            run_once(config, out / f"{method}_seed{seed}.json")
-    write_table_and_plot(out, args)
+            run_once(config, out / f"{method}_seed{seed}.json", data=source.label)
 
 
-def write_table_and_plot(out, args):
+def write_table_and_plot(out):
+    """`table.md` and `accuracy.png` of the runs in `out`, described by the first run's config."""
     runs = {}
     for path in sorted(out.glob("*_seed*.json")):
         runs.setdefault(path.stem.rsplit("_seed", 1)[0], []).append(json.loads(path.read_text()))
     order = [m for m in dict.fromkeys(("student", "kd", "at", "rl", "ctkd", *VARIANTS)) if m in runs]
+    every = [r for rs in runs.values() for r in rs]
+    if not every:
+        return
+    config = every[0]["config"]
     lines = [
-        f"Last-epoch top-1 on `{args.eval_split}` of the JPEG copy of CIFAR-10, WRN-16-1 student, WRN-40-1 "
-        f"teachers, `{args.train_split}`, {args.epochs} epochs ({args.lr_schedule} schedule), "
-        f"{'XLA, ' if args.jit_compile else ''}on {machines([r for rs in runs.values() for r in rs])}.",
+        f"Last-epoch top-1 on `{config['eval_split']}` of {sources(every)}, WRN-16-1 student, WRN-40-1 "
+        f"teachers, `{config['train_split']}`, {config['epochs']} epochs ({config['lr_schedule']} schedule), "
+        f"{'XLA, ' if config['jit_compile'] else ''}on {machines(every)}.",
         *[
             f"Expert teacher (KD, AT, CTKD): `{r['config']['expert_weights']}`, "
             f"{100 * r['expert_accuracy']:.2f} % on the same test images."
@@ -149,7 +163,7 @@ def write_table_and_plot(out, args):
         epochs = np.arange(1, curves.shape[1] + 1)
         axis.plot(epochs, 100 * curves.mean(axis=0), label=f"{method} ({len(curves)} seeds)")
     axis.set_xlabel("epoch")
-    axis.set_ylabel(f"student top-1 on {args.eval_split} (%)")
+    axis.set_ylabel(f"student top-1 on {config['eval_split']} (%)")
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()

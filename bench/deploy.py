@@ -1,6 +1,6 @@
 """Deployment figures: size on disk, per-image latency in LiteRT (batch 1) and accuracy of the exports.
 
-Run: python bench/deploy.py [--data_dir=<CIFAR-10 image folder>] [--networks=cifar10_wrn40_1_e100,...]
+Run: python bench/deploy.py [--data_dir=<CIFAR-10 image folder or .zip>] [--networks=cifar10_wrn40_1_e100,...]
      [--applications=MobileNetV3Small,EfficientNetB0 --sizes=96,160,224]
 
 For each network (a shipped expert's name or a `.keras` file, for example a run's
@@ -32,7 +32,7 @@ import numpy as np
 
 from ctkd_tf import data, experts, export, models
 
-from common import machine
+from common import add_data_flag, cifar10, machine
 
 
 def latency_ms(path, image, repeats=200):
@@ -109,7 +109,7 @@ def measure_application(name, size):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default=None, help="a CIFAR-10 image folder; default: TFDS cifar10")
+    add_data_flag(parser)
     parser.add_argument("--eval_split", default="test")
     parser.add_argument("--networks", default="cifar10_wrn40_1_e100", help="shipped experts or .keras files")
     parser.add_argument("--mean", type=float, nargs=3, default=None)
@@ -119,11 +119,10 @@ def main():
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.networks:
-        name = "image_folder" if args.data_dir else "cifar10"
-        print(f"data: {name}{f' at {args.data_dir}' if args.data_dir else ' (TFDS)'}, {args.eval_split}")
-        options = dict(data_dir=args.data_dir, normalize=False)
-        test_ds, info = data.build_dataset(name, args.eval_split, 256, False, **options)
-        train_ds, _ = data.build_dataset(name, "train[:256]", 256, False, **options)
+        source = cifar10(args.data_dir)
+        options = dict(data_dir=source.data_dir, normalize=False)
+        test_ds, info = data.build_dataset(source.dataset, args.eval_split, 256, False, **options)
+        train_ds, _ = data.build_dataset(source.dataset, "train[:256]", 256, False, **options)
         args.mean, args.std = args.mean or info.mean, args.std or info.std
         test, train = pixels(test_ds), pixels(train_ds)
         for network in args.networks.split(","):

@@ -1,6 +1,6 @@
-"""Images per second of the input pipeline on the real CIFAR-10 images.
+"""Images per second of the input pipeline on CIFAR-10 (TFDS, or an image folder: --data_dir).
 
-Run: python bench/input_pipeline.py [--batch_size=128]
+Run: python bench/input_pipeline.py [--data_dir=<CIFAR-10 image folder or .zip>] [--batch_size=128]
 """
 
 import argparse
@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from ctkd_tf import data
 
-from common import cifar10_root, machine
+from common import add_data_flag, cifar10, machine
 
 
 def rate(dataset, passes=1):
@@ -27,15 +27,17 @@ def rate(dataset, passes=1):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flag(parser)
     parser.add_argument("--batch_size", type=int, default=128)
     args = parser.parse_args()
-    root = cifar10_root()
+    source = cifar10(args.data_dir)
     start = time.perf_counter()
-    train, info = data.build_dataset("image_folder", "train", args.batch_size, True, data_dir=root)
-    print(f"setup (folder scan, statistics): {time.perf_counter() - start:.1f} s, {info.num_examples} images")
-    print(f"training, first pass (JPEG decode + cache + augment): {rate(train):,.0f} images/s")
+    train, info = data.build_dataset(source.dataset, "train", args.batch_size, True, data_dir=source.data_dir)
+    setup = time.perf_counter() - start
+    print(f"setup (reading the split, statistics): {setup:.1f} s, {info.num_examples} images")
+    print(f"training, first pass (decode + cache + augment): {rate(train):,.0f} images/s")
     print(f"training, cached (shuffle + pad-crop-flip + normalise): {rate(train, 2):,.0f} images/s")
-    plain, _ = data.build_dataset("image_folder", "train", args.batch_size, False, data_dir=root)
+    plain, _ = data.build_dataset(source.dataset, "train", args.batch_size, False, data_dir=source.data_dir)
     rate(plain)  # fill the cache
     print(f"no augmentation, cached (normalise only): {rate(plain, 2):,.0f} images/s")
     print(f"machine: {machine()}")

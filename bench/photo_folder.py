@@ -1,10 +1,10 @@
 """A folder of photo-sized images: the first scan's time, and the pipeline's images/s at 224 px.
 
-Run: python bench/photo_folder.py [--data_dir=<CIFAR-10 image folder>] [--images=10000]
+Run: python bench/photo_folder.py [--data_dir=<CIFAR-10 image folder or .zip>] [--images=10000]
      [--size=1024,768] [--image_size=224] [--work_dir=/tmp/ctkd_photos]
 
 Makes `--images` JPEG photos of `--size` (width, height; quality 90) by upscaling CIFAR-10
-images (from `--data_dir`, a CIFAR-10 image folder, or TFDS `cifar10`) into `--work_dir`
+images (from `--data_dir`, a CIFAR-10 image folder or a .zip of one, or TFDS `cifar10`) into `--work_dir`
 once, then times: the scan `build_dataset` makes of a new folder (each file's header for its
 size and EXIF orientation, and a check of its whole data: a JPEG in draft mode, at an eighth
 of its size), against decoding every photo in full as the scan did before; and the training
@@ -26,7 +26,7 @@ from PIL import Image
 
 from ctkd_tf import data
 
-from common import machine
+from common import add_data_flag, cifar10, machine
 
 
 def make_photos(args):
@@ -34,9 +34,9 @@ def make_photos(args):
     done = root / f".complete_{args.images}_{args.size}"
     if done.exists():
         return root
-    name = "image_folder" if args.data_dir else "cifar10"
+    cifar = cifar10(args.data_dir)
     source, info = data.build_dataset(
-        name, f"train[:{args.images}]", 500, False, data_dir=args.data_dir, normalize=False
+        cifar.dataset, f"train[:{args.images}]", 500, False, data_dir=cifar.data_dir, normalize=False
     )
     width, height = (int(v) for v in args.size.split(","))
     count = 0
@@ -66,7 +66,7 @@ def full_decode_scan(root):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default=None)
+    add_data_flag(parser)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--size", default="1024,768")
     parser.add_argument("--image_size", type=int, default=224)

@@ -63,25 +63,40 @@ time.sleep(600)
 """
 
 
-def test_the_images_are_unpacked_whole_once_and_an_incomplete_copy_is_replaced(tmp_path, monkeypatch):
-    archive, cache = tmp_path / "cifar10.zip", tmp_path / "cache"
+def test_an_archive_is_unpacked_whole_once_and_an_incomplete_copy_is_replaced(tmp_path, monkeypatch, capsys):
+    archive, cache = tmp_path / "cifar10-jpeg.zip", tmp_path / "ctkd_cifar10-jpeg"
     with zipfile.ZipFile(archive, "w") as zipped:
         for split in ("train", "test"):
             zipped.writestr(f"cifar10/{split}/cat/0.jpg", b"jpeg")
-    monkeypatch.setattr(common, "ARCHIVE", archive)
-    monkeypatch.setattr(common, "CACHE", cache)
+    monkeypatch.setattr(common, "UNPACKED", tmp_path)
     (cache / "cifar10" / "train").mkdir(parents=True)  # a killed unpack: no test/, no marker
     targets, extract = [], zipfile.ZipFile.extractall
     monkeypatch.setattr(
         zipfile.ZipFile, "extractall", lambda z, path: targets.append(path) or extract(z, path)
     )
-    assert common.cifar10_root() == str(cache / "cifar10")
+    source = common.cifar10(str(archive))
+    assert source == common.Data(
+        "image_folder", str(cache / "cifar10"), "CIFAR-10 from the image folder cifar10-jpeg.zip"
+    )
+    assert capsys.readouterr().out == "data: CIFAR-10 from the image folder cifar10-jpeg.zip\n"  # says which
     # Unpacked beside the cache and renamed into place: a reader never sees it half-written.
     assert len(targets) == 1 and targets[0].parent == tmp_path and targets[0] != cache
     assert (cache / "cifar10" / "test" / "cat" / "0.jpg").read_bytes() == b"jpeg"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cifar10.zip"]  # no partial copies
-    archive.unlink()  # unpacked once: the archive is not needed again
-    assert common.cifar10_root() == str(cache / "cifar10")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar10-jpeg.zip", "ctkd_cifar10-jpeg"]
+    assert common.cifar10(str(archive)).data_dir == str(cache / "cifar10") and len(targets) == 1  # once
+
+
+def test_cifar10_comes_from_tfds_or_a_folder_and_a_wrong_folder_says_so(tmp_path, capsys):
+    assert common.cifar10(None) == common.Data("cifar10", None, "CIFAR-10 from TFDS")
+    for split in ("train", "test"):
+        (tmp_path / "images" / split / "cat").mkdir(parents=True)
+    assert common.cifar10(str(tmp_path / "images")).data_dir == str(tmp_path / "images")
+    said = capsys.readouterr().out.splitlines()
+    assert said == ["data: CIFAR-10 from TFDS", "data: CIFAR-10 from the image folder images"]
+    with pytest.raises(SystemExit, match="does not exist"):
+        common.cifar10(str(tmp_path / "missing"))
+    with pytest.raises(SystemExit, match="holds train/ and test/"):
+        common.cifar10(str(tmp_path / "images" / "train"))
 
 
 def test_the_study_runs_the_first_seed_everywhere_before_the_other_seeds():
@@ -140,6 +155,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
             config=config,
             **({"intra_op_threads": "1"} if epochs == 25 else {}),  # others predate the field
             machine="machine B" if epochs == 25 else "machine A",
+            data="CIFAR-10 from the image folder c.zip",
         )
         (tmp_path / f"{method}_n{n}_e{epochs}_seed{seed}.json").write_text(json.dumps(result))
     budget_study.report(tmp_path)
@@ -160,6 +176,7 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
     assert "intra-op threads: 1, default; one thread each is two runs at a time" in table
     assert "expert `None` (90.50 % on the same images)" in table
     assert "; machine A and machine B. Mean" in table  # what each run was trained on
+    assert "on `test` of CIFAR-10 from the image folder c.zip, WRN-16-1" in table  # and the data it read
     # AT+KD for 25 epochs and the student alone for 50 cost about what the recipe costs for 10
     # on the same 100 images: each is set beside it (not AT+KD on 250 images, of the same cost).
     equal = [line for line in table.splitlines() if line.startswith("- both_kd at 100 x 10")]
@@ -173,7 +190,9 @@ def test_the_report_puts_longer_runs_in_rows_of_their_own_and_counts_the_arithme
 def test_the_report_has_no_gain_column_before_the_recipe_and_at_kd_have_run(tmp_path):
     config = dataclasses.asdict(train.TrainConfig(epochs=10, **common.VARIANTS["student"]))
     result = dict(method="student", seed=0, train_examples=100, epochs=10, eval_split="test")
-    result.update(student_accuracy=0.5, scratch_accuracy=None, wall_time_s=60.0, config=config, machine="m")
+    result.update(
+        student_accuracy=0.5, scratch_accuracy=None, wall_time_s=60.0, config=config, machine="m", data="d"
+    )
     (tmp_path / "student_n100_e10_seed0.json").write_text(json.dumps(result))
     budget_study.report(tmp_path)
     table = (tmp_path / "table.md").read_text()
@@ -188,7 +207,12 @@ def test_the_variant_table_describes_its_runs_and_refuses_two_series_in_one_fold
         )
         config = dataclasses.asdict(dataclasses.replace(config, **{**common.VARIANTS[name], **options}))
         result = dict(
-            student_accuracy=accuracy, expert_accuracy=0.9, wall_time_s=120.0, config=config, machine="m"
+            student_accuracy=accuracy,
+            expert_accuracy=0.9,
+            wall_time_s=120.0,
+            config=config,
+            machine="m",
+            data="d",
         )
         (tmp_path / f"{name}_seed{seed}.json").write_text(json.dumps(result))
 
@@ -197,6 +221,7 @@ def test_the_variant_table_describes_its_runs_and_refuses_two_series_in_one_fold
     write("weak_expert", 0, 0.55)  # its own expert (expert_weights=None) is the variant's option
     ablate.write_table(tmp_path)
     table = (tmp_path / "table.md").read_text()
+    assert "on `train[900:]` (validation: training images no student sees) of d;" in table
     assert "on `train[900:]`" in table and "`train[:300]`, 3 epochs (cosine), expert `e100`; m." in table
     assert "| both_kd | " in table and "| 2 | 62.00 +- 1.00 | 61.00, 63.00 |" in table
     for seed in (0, 1):
