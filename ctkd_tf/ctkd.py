@@ -9,7 +9,7 @@ from absl import logging
 
 from ctkd_tf import batchnorm, distribute, losses, networks
 
-# The method doc's defaults: the Rocket Launching hint weight and the Attention
+# The paper's defaults (its parents'): the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
 DEFAULT_HINT_WEIGHT = 0.03
 DEFAULT_ATTENTION_WEIGHT = 1000.0

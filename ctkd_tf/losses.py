@@ -162,7 +162,7 @@ class KnowledgeDistillation(keras.distillation.LogitsDistillation):
 
     Keras's own `LogitsDistillation` computes the KL from clipped probabilities;
     this one uses `log_softmax`. With `Distiller(student_loss_weight=1 - alpha)` the
-    total is `(1 - alpha) CE + alpha T^2 KL`, the method doc's KD baseline.
+    total is `(1 - alpha) CE + alpha T^2 KL`, the paper's KD baseline (Hinton et al.).
 
     Args:
         temperature: the softmax temperature `T` (> 0).
