@@ -62,10 +62,20 @@ def script_flags(script):
     return names
 
 
+# A table whose last column completes a command its header starts: "command: `python <script> ...` and".
+TABLE_COMMAND = re.compile(
+    r"^\|.*command: `python ((?:apps|bench)/\w+\.py)[^`]*` and \|\n((?:\|.*\n)+)", re.M
+)
+
+
 def commands():
     for page in PAGES:
-        for script, arguments in COMMAND.findall(page.read_text()):
+        text = page.read_text()
+        for script, arguments in COMMAND.findall(text):
             yield page.name, script, arguments
+        for script, rows in TABLE_COMMAND.findall(text):
+            for row in rows.splitlines()[1:]:  # after the |---| line
+                yield page.name, script, " ".join(re.findall(r"`([^`]*)`", row.rsplit("|", 2)[1]))
 
 
 def test_the_commands_are_found_and_a_wrong_flag_is_caught():
@@ -75,6 +85,8 @@ def test_the_commands_are_found_and_a_wrong_flag_is_caught():
     assert continued, "a command's continued lines are part of it"
     ablate = script_flags("bench/ablate.py")
     assert "kd_weight" not in ablate and {"data_dir", "variants"} <= ablate
+    rows = [a for p, s, a in found if p == "README.md" and s == "bench/budget_study.py"]
+    assert "--methods=at_kd --epochs=25 --seeds=0" in rows  # a results table's row, with its script
 
 
 @pytest.mark.parametrize("page, script, arguments", list(commands()))
