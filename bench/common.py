@@ -92,7 +92,8 @@ def cifar10(data_dir=None):
         if not path.exists():
             sys.exit(f"--data_dir: {path} does not exist")
         folder = _unpacked(path) if path.suffix == ".zip" else path
-        roots = [p.parent for p in sorted(folder.rglob("train")) if (p.parent / "test").is_dir()]
+        roots = [folder] if (folder / "train").is_dir() and (folder / "test").is_dir() else []
+        roots = roots or [p.parent for p in sorted(folder.rglob("train")) if (p.parent / "test").is_dir()]
         if not roots:
             sys.exit(f"--data_dir: no folder under {path} holds train/ and test/ folders")
         source = Data("image_folder", str(roots[0]), f"CIFAR-10 from the image folder {path.name}")
@@ -108,7 +109,7 @@ def _unpacked(archive):
             zipped.extractall(partial)
         (partial / ".complete").touch()
         if cache.exists() and not (cache / ".complete").exists():
-            shutil.rmtree(cache)  # incomplete: unpacked in place by an older version, then killed
+            shutil.rmtree(cache)  # no marker: not a whole copy
         try:
             os.rename(partial, cache)
         except OSError:  # another process put its copy in place first
