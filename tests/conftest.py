@@ -154,7 +154,7 @@ def batch():
 
 @pytest.fixture
 def offline(monkeypatch):
-    """Every HTTP request fails as on a machine without internet, at once; yields the requests' URLs."""
+    """Every HTTP request fails as on a machine without internet, at once; returns the URLs requested."""
     import requests
 
     requested = []
