@@ -18,7 +18,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = train_flags.config_from_flags()
     train_flags.write_flags(config.model_dir)
-    with train_flags.exit_when_data_unavailable():
+    with train_flags.exit_on_user_error():
         train_and_evaluate(config)
 
 

@@ -37,9 +37,10 @@ def write_flags(model_dir):
 
 
 @contextlib.contextmanager
-def exit_when_data_unavailable():
-    """Ends the app with the message alone, no traceback, when a data set cannot be had."""
+def exit_on_user_error():
+    """Ends the app with the message alone, no traceback, when a data set cannot be had or the
+    expert fails its check before stage 2: the message says what to do."""
     try:
         yield
-    except data.DatasetUnavailableError as error:
+    except (data.DatasetUnavailableError, experts.ExpertCheckError) as error:
         sys.exit(f"Error: {error}")

@@ -25,7 +25,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     train_flags.write_flags(config.model_dir)
-    with train_flags.exit_when_data_unavailable():
+    with train_flags.exit_on_user_error():
         tune_and_evaluate(config, search)
 
 

@@ -80,10 +80,19 @@ class AttentionImages(keras.callbacks.Callback):
         expert: the expert network, or None.
         expert_layers: the expert's layer names, paired with `student_layers`.
         display_images: the same images scaled to `[0, 1]`, shown once.
+        preprocessing: `CTKD`'s, by role: what each network is fed of the images.
     """
 
     def __init__(
-        self, log_dir, images, student, student_layers, expert=None, expert_layers=None, display_images=None
+        self,
+        log_dir,
+        images,
+        student,
+        student_layers,
+        expert=None,
+        expert_layers=None,
+        display_images=None,
+        preprocessing=None,
     ):
         super().__init__()
         self.images = tf.convert_to_tensor(images)
@@ -94,9 +103,13 @@ class AttentionImages(keras.callbacks.Callback):
             self.expert_tap = networks.View(expert, "expert_teacher", list(expert_layers))
         self.writer = tf.summary.create_file_writer(log_dir)
         self.display_images = display_images
+        self.preprocessing = dict(preprocessing or {})
 
     def _maps(self, tap):
-        _, features = tap(self.images, training=False)
+        images = self.images
+        if tap.role in self.preprocessing:
+            images = self.preprocessing[tap.role](images)
+        _, features = tap(images, training=False)
         maps = []
         for feature in features:
             flat = losses.attention_map(feature)

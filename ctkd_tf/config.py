@@ -6,11 +6,12 @@ added here is a flag with the same name, help and check.
 
 import dataclasses
 
-from ctkd_tf import data, distribute, export, methods, models, networks
+from ctkd_tf import data, distribute, export, methods, models, networks, pixels
 from ctkd_tf.ctkd import ATTENTION_TARGETS, HINT_LOSSES
 from ctkd_tf.options import at_least, check, check_fields, fraction, option, positive
 
 LR_SCHEDULES = ("step", "cosine")
+OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -69,14 +70,51 @@ class TrainConfig:
         "Applications --expert; downloads), the weights file of that network without its top, or a "
         ".keras file (its last layer replaced by a head for the data's classes).",
     )
+    student_pixels: str = option(
+        "dataset",
+        "The pixel values the student network takes (a .keras file: what it was trained on); "
+        + pixels.FLAG_HELP
+        + ". The exported student takes uint8 pixels and converts them.",
+        choices=pixels.CONVENTIONS,
+    )
+    scratch_teacher_pixels: str = option(
+        "dataset",
+        "The pixel values the scratch teacher takes, as --student_pixels.",
+        choices=pixels.CONVENTIONS,
+    )
+    expert_pixels: str = option(
+        "dataset",
+        "The pixel values the expert takes, as --student_pixels: for --expert_weights or --expert "
+        "given as a .keras file, what it was trained on (a Rescaling layer inside: raw).",
+        choices=pixels.CONVENTIONS,
+    )
+    min_expert_accuracy: float | None = option(
+        None,
+        "Before stage 2, the expert's top-1 on --eval_split (fed as stage 2 feeds it) must reach this "
+        "fraction, or the run stops and says why; default: the share of the split's most common class "
+        "+ 0.10; 0: no check.",
+        fraction,
+    )
     expert_head_epochs: int = option(
         1,
         "With --expert_init: the first epochs of --expert_epochs train the new head alone (the "
         "pretrained backbone frozen); the rest the whole network at --learning_rate x --finetune_lr_factor.",
         at_least(0),
     )
+    finetune_optimizer: str = option(
+        "adam",
+        "With --expert_init: stage 1's optimizer (adam: Keras's transfer-learning recipe; sgd: with "
+        "--momentum).",
+        choices=OPTIMIZERS,
+    )
+    finetune_learning_rate: float = option(
+        1e-3, "With --expert_init: the learning rate of the new head's epochs.", positive
+    )
     finetune_lr_factor: float = option(
-        0.1, "With --expert_init: the learning rate of the whole network's epochs, as a factor.", positive
+        0.1,
+        "With --expert_init: the whole network's epochs train at --finetune_learning_rate x this factor "
+        "(batch norm stays in inference mode).",
+        positive,
     )
     attention_pairs: str = option(
         "",
@@ -124,6 +162,9 @@ class TrainConfig:
         (_increasing, "strictly increasing whole epochs, e.g. 60,120,160"),
     )
     lr_decay: float = option(0.2, "Learning-rate factor at each boundary.", positive)
+    optimizer: str = option(
+        "sgd", "Stage 2's optimizer (and stage 1's without --expert_init).", choices=OPTIMIZERS
+    )
     momentum: float = option(0.9, "SGD momentum.", (lambda value: 0 <= value < 1, "in [0, 1)"))
     weight_decay: float = option(5e-4, "PyTorch-style weight decay (L2).", at_least(0))
     model_dir: str = option("runs/cifar10_ctkd", "Where everything of the run goes.")
@@ -161,6 +202,22 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        expert_source = self.expert_weights or self.expert_init or self.expert
+        for name, source, what in (
+            ("student_pixels", self.student, "--student"),
+            ("scratch_teacher_pixels", self.scratch_teacher, "--scratch_teacher"),
+            (
+                "expert_pixels",
+                expert_source,
+                "the expert's file (--expert_weights, --expert_init or --expert)",
+            ),
+        ):
+            check(
+                getattr(self, name) == "dataset" or source.endswith(".keras"),
+                name,
+                f"dataset unless {what} is a .keras file, got {getattr(self, name)!r} for {source!r} "
+                "(networks built here by name take the data set's normalisation)",
+            )
         check(
             self.expert_init is None or self.expert_head_epochs < self.expert_epochs,
             "expert_head_epochs",

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from ctkd_tf import batchnorm, distribute, losses, networks
+from ctkd_tf import batchnorm, distribute, experts, losses, networks
 
 # The paper's defaults (its parents'): the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
@@ -409,6 +409,40 @@ class CTKD(keras.Model):
                 losses.pooling_factor(a[1:3], e[1:3])
             except ValueError as error:
                 raise ValueError(f"Attention pair ({trained_path!r}, {expert_path!r}): {error}") from None
+
+    def check_expert(self, dataset, min_accuracy=None, hints=None):
+        """Scores the expert on `dataset` as training feeds it, and stops one that would teach wrong answers.
+
+        Run it before `fit`: an expert fed other pixel values than it was trained on, whose
+        outputs follow another class order, or whose fine-tuning failed, scores near chance
+        here; the training would distil its mistakes without a word.
+
+        Args:
+            dataset: batches of `(images, labels)`, as `fit` gets them (an evaluation split).
+            min_accuracy: the top-1 (a fraction) it must reach; None: the share of the most
+                common label plus 10 points; 0: any (non-finite outputs still fail).
+            hints: for the message (`experts.check`).
+
+        Returns:
+            A dict: `accuracy`, `examples`, `majority_share`, `non_finite`, `min_accuracy`,
+            `passed`.
+
+        Raises:
+            experts.ExpertCheckError: naming the likely causes and what fixes them.
+            ValueError: when the model has no expert.
+        """
+        if self.expert_teacher is None:
+            raise ValueError("This CTKD model has no expert_teacher to check.")
+        return experts.check(
+            lambda x: self.expert_teacher(self._input("expert_teacher", x), training=False),
+            dataset,
+            min_accuracy,
+            network=self.expert_teacher,
+            hints={
+                "convention": getattr(self.preprocessing.get("expert_teacher"), "convention", "dataset"),
+                **(hints or {}),
+            },
+        )
 
     def call(self, inputs, training=None):
         return self.student(self._input("student", inputs), training=training)

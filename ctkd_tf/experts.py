@@ -17,9 +17,17 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from ctkd_tf import pixels
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MARGIN = 0.10  # the default bar: the most common class's share plus this
+
+
+class ExpertCheckError(ValueError):
+    """An expert that would teach wrong answers (`check`); the message says why and what to do."""
 
 
 def names():
@@ -166,3 +174,127 @@ def ship(run_dir, name, data_note="", weights_dir=None, note=""):
         card["note"] = note
     (weights_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def score(predict, dataset):
+    """What an expert's check measures: its top-1 on a dataset of `(images, labels)`.
+
+    Args:
+        predict: images -> scores (logits or probabilities), as the expert is fed in training.
+        dataset: batches of `(images, integer labels)`.
+
+    Returns:
+        A dict: `accuracy`, `examples`, `majority_share` (the share of the most common
+        label: what always answering it scores), `non_finite` (examples whose scores are
+        not all finite; they count as wrong).
+    """
+    step = tf.function(lambda images: predict(images))
+    correct = non_finite = examples = 0
+    counts = {}
+    for images, labels in dataset:
+        outputs = np.asarray(keras.ops.convert_to_numpy(step(images)), np.float64)
+        labels = np.asarray(labels).reshape(-1)
+        finite = np.isfinite(outputs).all(axis=-1)
+        correct += int(np.sum(finite & (np.argmax(np.nan_to_num(outputs), axis=-1) == labels)))
+        non_finite += int(np.sum(~finite))
+        examples += len(labels)
+        for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+            counts[int(label)] = counts.get(int(label), 0) + int(count)
+    if not examples:
+        raise ValueError("The expert's check needs evaluation examples; the dataset is empty.")
+    return {
+        "accuracy": correct / examples,
+        "examples": examples,
+        "majority_share": max(counts.values()) / examples,
+        "non_finite": non_finite,
+    }
+
+
+def check(predict, dataset, min_accuracy=None, network=None, hints=None):
+    """Scores an expert before it teaches (`score`) and stops one that would teach wrong answers.
+
+    Args:
+        predict: images -> scores, the expert as training feeds it.
+        dataset: the evaluation batches.
+        min_accuracy: the top-1 (a fraction) the expert must reach; None: the share of the
+            most common class plus `MARGIN`; 0: no bar (non-finite outputs still fail).
+        network: the expert `keras.Model`, to read hints from (a `Rescaling` inside).
+        hints: what the message may say of the run (`pixels_flag`, `convention`,
+            `trained_here`, `finetuned`, `class_names`); all optional.
+
+    Returns:
+        `score`'s dict with `min_accuracy` (the bar applied) and `passed`.
+
+    Raises:
+        ExpertCheckError: below the bar, or with non-finite outputs; the message names the
+            likely causes and the flags that fix them.
+    """
+    result = score(predict, dataset)
+    bar = result["majority_share"] + MARGIN if min_accuracy is None else float(min_accuracy)
+    result["min_accuracy"] = min(bar, 1.0)
+    result["passed"] = not result["non_finite"] and result["accuracy"] >= bar
+    if not result["passed"]:
+        raise ExpertCheckError(_message(result, min_accuracy, network, hints or {}))
+    return result
+
+
+def _message(result, min_accuracy, network, hints):
+    share = f"{100 * result['accuracy']:.1f} %"
+    if result["non_finite"]:
+        what = (
+            f"The expert gives non-finite scores (inf or NaN) on {result['non_finite']} of the "
+            f"{result['examples']} evaluation examples (top-1 {share})"
+        )
+    else:
+        bar = f"{100 * result['min_accuracy']:.1f} %"
+        why = (
+            f"the most common class's share, {100 * result['majority_share']:.1f} %, plus "
+            f"{100 * MARGIN:.0f} points"
+            if min_accuracy is None
+            else "--min_expert_accuracy"
+        )
+        what = (
+            f"The expert scores {share} top-1 on the {result['examples']} evaluation examples, below "
+            f"{bar} ({why})"
+        )
+    flag = hints.get("pixels_flag")
+    convention = hints.get("convention", "dataset")
+    others = [c for c in pixels.CONVENTIONS if c != convention]
+    if flag:
+        fed, fix = f"{flag}={convention}", f"pass {flag}=" + "|".join(others)
+    else:  # Python
+        fed = "CTKD's preprocessing" if convention != "dataset" else "no preprocessing"
+        fix = (
+            'give CTKD preprocessing={"expert_teacher": ctkd_tf.pixels.Pixels(<'
+            + "|".join(others)
+            + ">, mean, std)}"
+        )
+    pixel_line = (
+        f"  - pixel values: it is fed {pixels.DESCRIPTIONS[convention]} ({fed}); a network trained on "
+        f"others fails like this: {fix}"
+    )
+    guessed = pixels.guess(network) if network is not None and not hints.get("trained_here") else None
+    if guessed and guessed != convention:
+        pixel_line += f" (it has a Rescaling layer near its input: {guessed} is likely)"
+    causes = [pixel_line + "."]
+    names = hints.get("class_names")
+    causes.append(
+        "  - class order: its outputs must follow the data set's classes, sorted by folder name"
+        + (f" ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if names else "")
+        + "; an expert trained on other folders (or another order) must be fine-tuned to these."
+    )
+    if hints.get("finetuned"):
+        causes.append(
+            "  - a failed fine-tune: see stage 1's log (expert/log.csv); fine-tune more gently "
+            "(--finetune_learning_rate, --finetune_lr_factor) or longer (--expert_head_epochs, "
+            "--expert_epochs)."
+        )
+    if hints.get("trained_here"):
+        causes.append("  - too few epochs for the expert: --expert_epochs (see expert/log.csv).")
+    if result["non_finite"]:
+        causes.append("  - a diverged network: its weights or inputs overflow; retrain it with a lower rate.")
+    return (
+        f"{what}: it would teach the student wrong answers, so the run stops before stage 2. Likely causes:\n"
+        + "\n".join(causes)
+        + "\n--min_expert_accuracy sets the bar (0 turns the check off; non-finite scores always stop)."
+    )

@@ -38,9 +38,26 @@ def attention_map(features):
     Returns:
         `(batch, height * width)`: the channel mean of the squared activations,
         flattened and L2-normalised per example.
+
+    The map does not change with the activations' scale, so each example's activations are
+    first divided by a power of two near their largest magnitude (`power_of_two_scale`):
+    exact in floating point, the same map, and finite squares for any finite activations
+    (1e20 squared overflows float32).
     """
-    energy = tf.reduce_mean(tf.square(tf.cast(features, tf.float32)), axis=-1)
+    features = tf.cast(features, tf.float32)
+    features *= power_of_two_scale(features)
+    energy = tf.reduce_mean(tf.square(features), axis=-1)
     return tf.math.l2_normalize(tf.reshape(energy, [tf.shape(energy)[0], -1]), axis=-1)
+
+
+def power_of_two_scale(features):
+    """Per example, `2^-k` with `2^k <= max |features| < 2^(k+1)`: `(batch, 1, ..., 1)` float32, a
+    constant for the gradient. Multiplying by a power of two only moves the exponent: no rounding."""
+    peak = tf.reduce_max(tf.abs(features), axis=list(range(1, features.shape.rank)), keepdims=True)
+    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(peak, tf.int32), 23), 0xFF)
+    # 2^-(exponent - 127) has the biased exponent 254 - exponent; kept normal (1..254).
+    scale = tf.bitcast(tf.bitwise.left_shift(tf.clip_by_value(254 - exponent, 1, 254), 23), tf.float32)
+    return tf.stop_gradient(scale)
 
 
 def pooling_factor(size, target_size):
@@ -107,12 +124,18 @@ def knowledge_distillation(teacher_logits, student_logits, temperature):
     """Hinton et al.'s KD term, per example: `T^2 KL(softmax(z_t/T) || softmax(z_s/T))`.
 
     Computed from `log_softmax` (no clipped probabilities); the teacher is a constant.
+    Classes the teacher gives probability 0 (logits far below its top one) add 0, also
+    where the student's log-probability underflows to -inf (`0 * inf` would be NaN).
     """
     t = tf.stop_gradient(tf.cast(teacher_logits, tf.float32)) / temperature
     s = tf.cast(student_logits, tf.float32) / temperature
     log_p_t = tf.nn.log_softmax(t, axis=-1)
     log_p_s = tf.nn.log_softmax(s, axis=-1)
-    kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    p_t = tf.exp(log_p_t)
+    taken = p_t > 0
+    # Both branches finite before the select, so that its gradient is too.
+    gap = tf.where(taken, log_p_t, 0.0) - tf.where(taken, log_p_s, 0.0)
+    kl = tf.reduce_sum(tf.where(taken, p_t * gap, 0.0), axis=-1)
     return temperature**2 * kl
 
 

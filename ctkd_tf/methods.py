@@ -41,8 +41,12 @@ class Method:
         (keras-team/keras#20585; `CTKD` works around it)."""
         return not self.distiller
 
-    def build(self, config, student, scratch_teacher=None, expert=None):
+    def build(self, config, student, scratch_teacher=None, expert=None, preprocessing=None):
         """The method's model over the networks, with `config`'s loss options (not compiled).
+
+        `preprocessing`: `CTKD`'s, by role (`pixels.preprocessing`: the networks that take
+        other pixel values than the pipeline's); the KD baseline feeds every network the
+        pipeline's images, and refuses it.
 
         A loss option of a teacher the method does not have is not used, so one config
         serves every method: the hint's options need the scratch teacher, the
@@ -51,6 +55,12 @@ class Method:
         trained network, the student).
         """
         if self.distiller:
+            if preprocessing:
+                raise ValueError(
+                    f"--method={self.name} (Keras's Distiller) feeds every network the pipeline's images, "
+                    f"so it cannot convert pixels for {', '.join(sorted(preprocessing))}: use the same "
+                    "KD with --method=at --attention_weight=0 --expert_kd_weight=1, which can."
+                )
             return hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)
         both = self.scratch_teacher and self.expert
         pairs = networks.parse_pairs(config.attention_pairs) if self.expert else None
@@ -70,6 +80,13 @@ class Method:
             scratch_teacher=scratch_teacher if self.scratch_teacher else None,
             expert_teacher=expert if self.expert else None,
             attention_pairs=pairs,
+            preprocessing={
+                role: layer
+                for role, layer in (preprocessing or {}).items()
+                if {"student": student, "scratch_teacher": scratch_teacher, "expert_teacher": expert}[role]
+                is not None
+            }
+            or None,
             attention_target=config.attention_target if both else "student",
             hint_weight=config.hint_weight if self.scratch_teacher else None,
             attention_weight=config.attention_weight if self.expert else None,

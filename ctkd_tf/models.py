@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from ctkd_tf.batchnorm import FusedBatchNormalization
+from ctkd_tf.pixels import Pixels
 
 # Registry name -> (depth, width). Depth is 6n+4 with n basic blocks per group.
 _WRN = {
@@ -16,6 +17,13 @@ _WRN = {
     "wrn40_2": (40, 2),
     "wrn28_10": (28, 10),
 }
+
+# The batch norm's moving-average momentum of Keras Applications networks trained from random
+# weights here, at most: Keras's MobileNets use 0.999, made for ImageNet's 10,000 steps an
+# epoch; after a few hundred steps on a photo folder, their moving statistics are still
+# mostly the initial ones, and the network's inference (an int8 export's calibration too)
+# sees activations thousands of times too large.
+BATCHNORM_MOMENTUM = 0.99
 
 # The layer names of the residual groups' outputs: the attention matching points.
 GROUP_OUTPUTS = ("group1", "group2", "group3")
@@ -101,7 +109,15 @@ def get(identifier, num_classes, input_shape=(32, 32, 3), mean=None, std=None, *
 
 
 def pretrained(
-    identifier, init, num_classes, input_shape=(32, 32, 3), mean=None, std=None, weight_decay=0.0, name=None
+    identifier,
+    init,
+    num_classes,
+    input_shape=(32, 32, 3),
+    mean=None,
+    std=None,
+    weight_decay=0.0,
+    name=None,
+    pixels="dataset",
 ):
     """A pretrained backbone with a new classification head, to fine-tune to `num_classes` classes.
 
@@ -113,6 +129,8 @@ def pretrained(
             `*_notop.h5` files), or a `.keras` file of any network, whose last layer is
             replaced by the new head (the rest is the backbone).
         num_classes, input_shape, mean, std, weight_decay, name: as for `get`.
+        pixels: for a `.keras` `init`, the pixel values it takes (`pixels.CONVENTIONS`):
+            a `Pixels` layer before its backbone converts the normalised images to them.
 
     Returns:
         `(network, backbone)`: the network mapping images to logits, and its pretrained
@@ -132,8 +150,9 @@ def pretrained(
                 f"--expert_init={init}: a functional or Sequential network is needed, to cut off its head."
             )
         backbone = keras.Model(loaded.inputs, loaded.layers[-2].output, name="backbone")
+        x = inputs if pixels == "dataset" else Pixels(pixels, mean, std, name="pixels")(inputs)
         try:
-            features = backbone(inputs)
+            features = backbone(x)
         except ValueError as error:
             raise ValueError(
                 f"--expert_init={init} takes inputs of shape {tuple(loaded.inputs[0].shape[1:])}, the data "
@@ -176,6 +195,26 @@ def pretrained(
     return net, backbone
 
 
+def _all_layers(layer):
+    """The layers inside `layer`, nested models entered, depth first."""
+    for sub in getattr(layer, "layers", None) or []:
+        yield sub
+        yield from _all_layers(sub)
+
+
+def freeze_batchnorm(network):
+    """Freezes every batch-norm layer of `network` (nested ones too): Keras then runs them in
+    inference mode, with their moving statistics, even when the network trains.
+
+    What Keras's transfer-learning guide asks of a pretrained backbone being fine-tuned
+    (its `base_model(x, training=False)` does not hold in Keras 3, where a model called
+    with `training=True` passes it on to every layer).
+    """
+    for layer in _all_layers(network):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
 def _build_application(application, num_classes, input_shape, mean, std, name):
     try:
         body = application(
@@ -187,6 +226,9 @@ def _build_application(application, num_classes, input_shape, mean, std, name):
             f"{'x'.join(map(str, input_shape[:2]))} images ({error}): resize them (--image_size) "
             "or choose another network."
         ) from None
+    for layer in _all_layers(body):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, BATCHNORM_MOMENTUM)
     inputs = keras.Input(tuple(input_shape), name="images")
     adapter = keras.layers.Conv2D(3, 1, trainable=False, name="pixels")
     outputs = body(adapter(inputs))

@@ -104,15 +104,24 @@ def output_shape(layer):
         return None
 
 
+def _per_pixel(layer):
+    """Whether a layer maps each pixel on its own (no weights, or a 1x1 convolution)."""
+    return not layer.weights or tuple(getattr(layer, "kernel_size", ())) == (1, 1)
+
+
 def spatial_layers(model):
     """`(path, (height, width))` of the layers with 4-D outputs, in the order the network runs them.
 
     Nested models are entered; input and preprocessing layers (`Rescaling`,
     `Normalization`, ...) are left out (they carry pixels, not features), and so are
+    per-pixel layers whose output has the network's input shape (the image itself,
+    converted: the frozen adapter in front of a Keras Applications network, a `Pixels`
+    layer) and
     padding and cropping layers (their sizes are a convolution's padding, not a
     resolution of the network's).
     """
     found = []
+    image = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
 
     def walk(layer, prefix):
         for sub in sublayers(layer):
@@ -123,6 +132,8 @@ def spatial_layers(model):
             if isinstance(sub, _NOT_FEATURES) or "preprocessing" in type(sub).__module__:
                 continue
             shape = output_shape(sub)
+            if shape is not None and image is not None and tuple(shape[1:]) == image and _per_pixel(sub):
+                continue
             if shape is not None and len(shape) == 4 and None not in shape[1:3]:
                 found.append((path, tuple(shape[1:3])))
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
-from ctkd_tf import data, distribute, experts, export, kernels, methods, models, networks, resume
+from ctkd_tf import data, distribute, experts, export, kernels, methods, models, networks, pixels, resume
 from ctkd_tf.config import TrainConfig
 
 ATTENTION_IMAGES = 8  # fixed evaluation images whose attention maps go to TensorBoard
@@ -63,12 +63,18 @@ def train_and_evaluate(config, callbacks=()):
         )
         expert = expert_stage(config, strategy, run_data, out) if method.expert else None
 
-        logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
         model = make_model(config, strategy, run_data.train_info, expert)
+        checked = check_expert(config, model, expert, run_data, out) if expert is not None else None
+        logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
         attention = attention_images(out, model, expert, run_data)
         fit(model, config, strategy, run_data, out, "", config.epochs, [*callbacks, *attention])
 
-        results = evaluate(config, method, model, expert, run_data)
+        results = evaluate(config, method, model, run_data)
+        if checked is not None:
+            results["expert_accuracy"] = checked["accuracy"]
+        finetune = read_json(os.path.join(out, "expert", "finetune.json"))
+        if finetune:
+            results["expert_finetune"] = finetune
         student = model.student
         resume.save_model(student, os.path.join(out, "student.keras"))
         if config.export:
@@ -215,7 +221,11 @@ def expert_stage(config, strategy, run_data, out):
         os.path.join(out, "expert"),
     )
     expert_config = dataclasses.replace(
-        config, method="student", student=config.expert, epochs=config.expert_epochs
+        config,
+        method="student",
+        student=config.expert,
+        student_pixels=config.expert_pixels,
+        epochs=config.expert_epochs,
     )
     if config.expert_init:
         expert = fine_tune(expert_config, strategy, run_data, out)
@@ -230,10 +240,16 @@ def expert_stage(config, strategy, run_data, out):
 def fine_tune(config, strategy, run_data, out):
     """Stage 1 from a pretrained backbone (`config.expert_init`): the new head, then the whole network.
 
-    The first `expert_head_epochs` train the head alone at `learning_rate`, the backbone
-    frozen (its batch norm in inference mode); then the whole network trains for the rest
-    of `expert_epochs` at `learning_rate * finetune_lr_factor`, the same schedule over
-    those epochs. Each phase checkpoints and resumes on its own (`expert/head/`, `expert/`).
+    Keras's transfer-learning recipe: the first `expert_head_epochs` train the head alone at
+    `finetune_learning_rate` (the backbone frozen), then the whole network trains for the
+    rest of `expert_epochs` at that rate times `finetune_lr_factor`, with
+    `finetune_optimizer`; the backbone's batch norm stays in inference mode throughout (its
+    layers frozen: statistics of a few thousand photos in small batches would replace
+    ImageNet's). Each phase checkpoints and resumes on its own (`expert/head/`, `expert/`).
+
+    Both phases are scored on the evaluation split; a whole-network phase that ends below the
+    head phase is not kept: the expert of the head phase is, with a warning. What happened
+    is written to `expert/finetune.json` (and `results.json`'s `expert_finetune`).
     """
     info = run_data.train_info
     with strategy.scope():
@@ -246,22 +262,105 @@ def fine_tune(config, strategy, run_data, out):
             info.std,
             weight_decay=config.weight_decay,
             name="expert",
+            pixels=config.expert_pixels,
         )
     head_epochs = config.expert_head_epochs
+    rate = config.finetune_learning_rate
     phases = [
-        ("expert/head", False, head_epochs, config.learning_rate),
-        ("expert", True, config.epochs - head_epochs, config.learning_rate * config.finetune_lr_factor),
+        ("expert/head", False, head_epochs, rate),
+        ("expert", True, config.epochs - head_epochs, rate * config.finetune_lr_factor),
     ]
-    for stage_dir, trainable, epochs, rate in phases:
+    scores, head_weights = {}, None
+    for stage_dir, whole, epochs, phase_rate in phases:
         if not epochs:
             continue
-        backbone.trainable = trainable
-        phase = dataclasses.replace(config, epochs=epochs, learning_rate=rate)
+        backbone.trainable = whole
+        models.freeze_batchnorm(backbone)
+        phase = dataclasses.replace(
+            config,
+            epochs=epochs,
+            learning_rate=phase_rate,
+            optimizer=config.finetune_optimizer,
+            student_pixels="dataset",  # the pretrained network converts the pipeline's images itself
+        )
         model = make_model(phase, strategy, info, None, student=expert)
-        logging.info("Stage 1 (%s): %d epochs at rate %g into %s", stage_dir, epochs, rate, stage_dir)
+        logging.info(
+            "Stage 1 (%s): %d epochs, %s at rate %g, into %s",
+            "the whole network" if whole else "the new head",
+            epochs,
+            config.finetune_optimizer,
+            phase_rate,
+            stage_dir,
+        )
         fit(model, phase, strategy, run_data, out, stage_dir, epochs)
+        scores["whole" if whole else "head"] = accuracy(expert, run_data.eval)
+        if not whole:
+            head_weights = expert.get_weights()
     backbone.trainable = True
+    summary = {f"{phase}_accuracy": score for phase, score in scores.items()}
+    summary["kept"] = "whole"
+    if head_weights is not None and "whole" in scores and scores["whole"] < scores["head"]:
+        logging.warning(
+            "Stage 1: fine-tuning the whole network ended at %.2f %% top-1 on %s, below the new head's "
+            "%.2f %%: keeping the expert of the head phase. Fine-tune more gently (lower "
+            "--finetune_lr_factor or --finetune_learning_rate), or train the head longer "
+            "(--expert_head_epochs).",
+            100 * scores["whole"],
+            config.eval_split,
+            100 * scores["head"],
+        )
+        expert.set_weights(head_weights)
+        summary["kept"] = "head"
+    elif "whole" not in scores:
+        summary["kept"] = "head"
+    logging.info("Stage 1: %s", ", ".join(f"{k} {v}" for k, v in summary.items()))
+    resume.write_json(os.path.join(out, "expert", "finetune.json"), summary)
     return expert
+
+
+def conventions(config):
+    """The pixel convention of each role's network in stage 2 (`pixels.CONVENTIONS`).
+
+    An expert fine-tuned in the run (`--expert_init`) takes the pipeline's images: the
+    convention of its init file is converted inside it.
+    """
+    expert = "dataset" if trains_expert(config) and config.expert_init else config.expert_pixels
+    return {
+        "student": config.student_pixels,
+        "scratch_teacher": config.scratch_teacher_pixels,
+        "expert_teacher": expert,
+    }
+
+
+def check_expert(config, model, expert, run_data, out):
+    """The expert's check before stage 2 (`experts.check`), fed as `model` feeds it; written to
+    `out/expert_check.json`. Raises `experts.ExpertCheckError` when it fails."""
+    hints = dict(
+        pixels_flag="--expert_pixels",
+        convention=conventions(config)["expert_teacher"],
+        trained_here=trains_expert(config),
+        finetuned=trains_expert(config) and bool(config.expert_init),
+        class_names=run_data.train_info.class_names,
+    )
+    try:
+        if hasattr(model, "check_expert"):  # CTKD: through its preprocessing
+            result = model.check_expert(run_data.eval, config.min_expert_accuracy, hints=hints)
+        else:  # Keras's Distiller: the pipeline's images as they are
+            result = experts.check(
+                lambda x: expert(x, training=False), run_data.eval, config.min_expert_accuracy, expert, hints
+            )
+    except experts.ExpertCheckError:
+        logging.error("The expert failed its check on %s: stopping before stage 2.", config.eval_split)
+        raise
+    resume.write_json(os.path.join(out, "expert_check.json"), result)
+    logging.info(
+        "The expert's check: %.2f %% top-1 on %s (at least %.2f %% needed; the most common class %.2f %%)",
+        100 * result["accuracy"],
+        config.eval_split,
+        100 * result["min_accuracy"],
+        100 * result["majority_share"],
+    )
+    return result
 
 
 def build_network(config, name, role, info):
@@ -280,7 +379,8 @@ def build_network(config, name, role, info):
 
 
 def make_optimizer(config, epochs, steps):
-    """SGD with momentum; the step schedule (counted in epochs) or cosine decay over `epochs`."""
+    """`config.optimizer` (SGD with momentum, or Adam); the step schedule (counted in epochs) or
+    cosine decay over `epochs`."""
     rate = config.learning_rate
     if config.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, epochs * steps)
@@ -289,6 +389,8 @@ def make_optimizer(config, epochs, steps):
             [int(b) * steps for b in config.lr_boundaries],
             [config.learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)],
         )
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate)
     return keras.optimizers.SGD(rate, momentum=config.momentum)
 
 
@@ -312,7 +414,8 @@ def make_model(config, strategy, info, expert, role="student", student=None):
             if method.scratch_teacher
             else None
         )
-        model = method.build(config, student, scratch, expert)
+        preprocessing = pixels.preprocessing(conventions(config), info.mean, info.std)
+        model = method.build(config, student, scratch, expert, preprocessing)
         method.compile(
             model,
             make_optimizer(config, config.epochs, steps),
@@ -401,11 +504,12 @@ def attention_images(out, model, expert, run_data):
             expert if has(expert, expert_layers) else None,
             expert_layers,
             ctkd_callbacks.display_images(images, info.mean, info.std),
+            getattr(model, "preprocessing", None),
         )
     ]
 
 
-def evaluate(config, method, model, expert, run_data):
+def evaluate(config, method, model, run_data):
     """The results of a trained model on the evaluation split, and what the run was."""
     final = model.evaluate(run_data.eval, return_dict=True, verbose=0)
     results = {
@@ -423,8 +527,6 @@ def evaluate(config, method, model, expert, run_data):
     }
     if method.scratch_teacher:
         results["scratch_accuracy"] = float(final["scratch_accuracy"])
-    if expert is not None:
-        results["expert_accuracy"] = accuracy(expert, run_data.eval)
     return results
 
 
@@ -446,17 +548,29 @@ def export_student(config, student, run_data, out):
     representative = None
     if config.tflite_quantize:
         representative = pixels(run_data.train, max(1, 256 // config.batch_size))[0]
-    paths = export.export_student(student, directory, config.export, representative, info.mean, info.std)
+    paths = export.export_student(
+        student, directory, config.export, representative, info.mean, info.std, config.student_pixels
+    )
     if "tflite" in paths:
         resume.atomic_write(
             os.path.join(directory, "labels.txt"), "".join(f"{n}\n" for n in info.class_names)
         )
         images, labels = pixels(run_data.eval)
         card = export.card(
-            paths, student, info.mean, info.std, info.class_names, images, labels, config.eval_split
+            paths,
+            student,
+            info.mean,
+            info.std,
+            info.class_names,
+            images,
+            labels,
+            config.eval_split,
+            config.student_pixels,
         )
         resume.write_json(os.path.join(directory, "card.json"), card)
         logging.info("Export (%s, %d images): top-1 %s", config.eval_split, len(labels), card["accuracy"])
+        for name, problems in card.get("problems", {}).items():
+            logging.warning("Export: %s in LiteRT: %s (card.json's problems).", name, "; ".join(problems))
     return paths
 
 
@@ -466,6 +580,14 @@ def accuracy(model, dataset):
     for images, labels in dataset:
         metric.update_state(labels, model(images, training=False))
     return float(metric.result())
+
+
+def read_json(path):
+    """The JSON object of a file, or None when there is none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
 
 
 def read_history(path):

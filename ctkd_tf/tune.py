@@ -246,6 +246,7 @@ def _tune_and_evaluate(config, search):
                 model_dir=os.path.join(config.model_dir, "final"),
                 expert_weights=config.expert_weights
                 or (os.path.join(out, "expert.keras") if expert else None),
+                expert_pixels=train.conventions(config)["expert_teacher"],
                 **best,
             )
         )

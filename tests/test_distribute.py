@@ -88,7 +88,10 @@ def test_mirrored_on_two_devices_equals_one_device(build, weights_tolerance, mir
     for name in one[1]:
         np.testing.assert_allclose(two[1][name], one[1][name], rtol=1e-5, atol=1e-6, err_msg=name)
     for a, b in zip(one[2], two[2], strict=True):
-        np.testing.assert_allclose(b, a, rtol=weights_tolerance, atol=weights_tolerance / 10)
+        # Sums in another order round differently, by amounts relative to the tensor's scale (its
+        # largest entries), not to each entry: a weight near 0 beside ones of 10 differs by ~1e-5.
+        scale = max(float(np.abs(a).max()), 1.0)
+        np.testing.assert_allclose(b, a, rtol=weights_tolerance, atol=weights_tolerance / 10 * scale)
 
 
 def test_mixed_bfloat16_mirrored_equals_one_device(mirrored):
