@@ -457,8 +457,23 @@ class CTKD(keras.Model):
         self.built = True
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None:
-            raise ValueError("CTKD computes its own losses; compile it without `loss`.")
+        """Keras's `compile`, without what CTKD would ignore.
+
+        CTKD computes its own loss and reports its own metrics (the loss, each loss term,
+        `student_accuracy` and `scratch_accuracy`, in `history`, TensorBoard and
+        `evaluate`): `loss`, `loss_weights`, `metrics` and `weighted_metrics` are refused
+        rather than silently ignored.
+        """
+        if loss is not None or kwargs.get("loss_weights") is not None:
+            raise ValueError("CTKD computes its own losses; compile it without `loss` and `loss_weights`.")
+        for name in ("metrics", "weighted_metrics"):
+            if kwargs.get(name):
+                raise ValueError(
+                    f"CTKD reports its own metrics and would ignore `{name}`: the loss, each loss term, "
+                    "student_accuracy and scratch_accuracy (history, TensorBoard, evaluate). For another "
+                    "metric, compile the trained student: model.student.compile(metrics=...), then "
+                    "model.student.evaluate(...)."
+                )
         super().compile(optimizer=optimizer, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):

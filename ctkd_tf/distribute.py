@@ -53,11 +53,6 @@ def is_multi_worker(strategy):
     return resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", ())) > 1
 
 
-def barrier(strategy):
-    """Returns once every replica of every worker has reached it (a cross-worker all-reduce)."""
-    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
-
-
 def is_chief(strategy):
     """Whether this process writes the run's outputs: always, but for non-chief workers."""
     resolver = getattr(strategy, "cluster_resolver", None)

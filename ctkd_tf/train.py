@@ -78,7 +78,15 @@ def train_and_evaluate(config, callbacks=()):
         student = model.student
         resume.save_model(student, os.path.join(out, "student.keras"))
         if config.export:
-            results["exports"] = export_student(config, student, run_data, out)
+            try:
+                results["exports"] = export_student(config, student, run_data, out)
+            except Exception as error:  # the training is done and saved: say what failed, keep the run
+                results["export_error"] = f"{type(error).__name__}: {str(error)[:500]}"
+                logging.error(
+                    "Export failed (%s); the trained student is in %s. Rerun with --export= to skip it.",
+                    results["export_error"],
+                    os.path.join(out, "student.keras"),
+                )
         results["wall_time_s"] = round(time.time() - start + earlier_wall_time_s, 1)
         results["history"] = read_history(os.path.join(out, "log.csv"))
         resume.write_json(os.path.join(out, "results.json"), results)

@@ -383,3 +383,7 @@ def test_mismatched_networks_fail_at_once():
         ctkd_tf.CTKD(student, expert_teacher=ctkd_tf.models.wrn(10, 1, NUM_CLASSES, (16, 16, 3)))
     with pytest.raises(ValueError, match="compile it without `loss`"):
         ctkd_tf.CTKD(student).compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="would ignore `metrics`.*student_accuracy.*model.student.compile"):
+        ctkd_tf.CTKD(student).compile(optimizer="sgd", metrics=["accuracy"])
+    with pytest.raises(ValueError, match="would ignore `weighted_metrics`"):
+        ctkd_tf.CTKD(student).compile(optimizer="sgd", weighted_metrics=["accuracy"])

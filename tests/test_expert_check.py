@@ -288,3 +288,18 @@ def test_attention_and_kd_terms_stay_finite_for_huge_activations_and_logits():
         student = tf.Variable([[3e37, -3e37, 1.0]])
         value = losses.knowledge_distillation(logits, student, 0.5)
     assert np.all(np.isfinite(tape.gradient(value, student).numpy()))
+
+
+def test_a_failed_export_is_named_and_the_run_still_ends_with_its_results(tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("the converter gave up")
+
+    monkeypatch.setattr(export, "export_student", failing)
+    config = tiny_train_config(tmp_path, method="student", epochs=1, export=("tflite",))
+    result = train.train_and_evaluate(config)
+    assert result["export_error"] == "RuntimeError: the converter gave up"
+    saved = json.loads((Path(config.model_dir) / "results.json").read_text())
+    assert (
+        saved["export_error"] == result["export_error"]
+        and (Path(config.model_dir) / "student.keras").exists()
+    )
