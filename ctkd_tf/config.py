@@ -26,6 +26,18 @@ def _pairs_or_auto(value):
     return True
 
 
+def square(sides):
+    """`(height, width)` of an `--image_size`-like value: H or H,W."""
+    return (sides[0], sides[0]) if len(sides) == 1 else tuple(sides)
+
+
+def image_ratio(image_size, expert_image_size):
+    """The integer factor by which `expert_image_size` is `image_size` in both sides, or None."""
+    (h, w), (eh, ew) = square(image_size), square(expert_image_size)
+    factor = eh // h
+    return factor if factor >= 1 and (eh, ew) == (h * factor, w * factor) else None
+
+
 def _increasing(values):
     return list(values) == sorted(set(values))
 
@@ -46,6 +58,13 @@ class TrainConfig:
     image_size: tuple[int, ...] = option(
         (),
         "Resize the images to H[,W] (any size they have; image folders of photos); empty: as they are.",
+        (lambda sides: len(sides) <= 2 and all(side >= 1 for side in sides), "H or H,W of positive sides"),
+    )
+    expert_image_size: tuple[int, ...] = option(
+        (),
+        "The expert's image size H[,W], larger than --image_size by an integer factor: the pipeline crops "
+        "and augments once at this size, the expert sees it, and the student (and scratch teacher) the "
+        "same crop resized to --image_size; empty: --image_size.",
         (lambda sides: len(sides) <= 2 and all(side >= 1 for side in sides), "H or H,W of positive sides"),
     )
     augment: str | None = option(
@@ -69,6 +88,21 @@ class TrainConfig:
         "Stage 1 fine-tunes a pretrained expert instead of training it from scratch: imagenet (Keras "
         "Applications --expert; downloads), the weights file of that network without its top, or a "
         ".keras file (its last layer replaced by a head for the data's classes).",
+    )
+    student_init: str | None = option(
+        None,
+        "Start the student from pretrained weights with a new head for the data's classes: imagenet "
+        "(Keras Applications --student; downloads), the weights file of that network without its top, or "
+        "a .keras file (its last layer replaced). Stage 2 then fine-tunes it as stage 1 fine-tunes the "
+        "expert: --student_head_epochs of the new head alone, then the whole network, batch norm frozen, "
+        "with --finetune_optimizer at --finetune_learning_rate (x --finetune_lr_factor for the whole "
+        "network) in place of --optimizer and --learning_rate.",
+    )
+    scratch_teacher_init: str | None = option(
+        None, "The scratch teacher's pretrained weights, as --student_init (fine-tuned with it)."
+    )
+    student_head_epochs: int = option(
+        2, "With --student_init: the first epochs of stage 2 train the new head(s) alone.", at_least(0)
     )
     student_pixels: str = option(
         "dataset",
@@ -204,8 +238,12 @@ class TrainConfig:
         check_fields(self)
         expert_source = self.expert_weights or self.expert_init or self.expert
         for name, source, what in (
-            ("student_pixels", self.student, "--student"),
-            ("scratch_teacher_pixels", self.scratch_teacher, "--scratch_teacher"),
+            ("student_pixels", self.student_init or self.student, "--student (or --student_init)"),
+            (
+                "scratch_teacher_pixels",
+                self.scratch_teacher_init or self.scratch_teacher,
+                "--scratch_teacher (or --scratch_teacher_init)",
+            ),
             (
                 "expert_pixels",
                 expert_source,
@@ -217,6 +255,24 @@ class TrainConfig:
                 name,
                 f"dataset unless {what} is a .keras file, got {getattr(self, name)!r} for {source!r} "
                 "(networks built here by name take the data set's normalisation)",
+            )
+        check(
+            not (self.student_init or self.scratch_teacher_init) or self.student_head_epochs < self.epochs,
+            "student_head_epochs",
+            f"fewer than --epochs={self.epochs} (the whole network trains after the head)",
+        )
+        check(
+            not self.expert_image_size or bool(self.image_size),
+            "expert_image_size",
+            "given with --image_size (the student's size)",
+        )
+        if self.expert_image_size and self.image_size:
+            check(
+                image_ratio(self.image_size, self.expert_image_size) is not None,
+                "expert_image_size",
+                f"an integer multiple (2, 3, ...) of --image_size={','.join(map(str, self.image_size))} in "
+                f"both sides, got {','.join(map(str, self.expert_image_size))}: the expert's attention maps "
+                "are pooled to the student's by that factor",
             )
         check(
             self.expert_init is None or self.expert_head_epochs < self.expert_epochs,

@@ -58,7 +58,8 @@ class Method:
             if preprocessing:
                 raise ValueError(
                     f"--method={self.name} (Keras's Distiller) feeds every network the pipeline's images, "
-                    f"so it cannot convert pixels for {', '.join(sorted(preprocessing))}: use the same "
+                    f"so it cannot convert pixels or resize images for {', '.join(sorted(preprocessing))} "
+                    "(--*_pixels, --expert_image_size): use the same "
                     "KD with --method=at --attention_weight=0 --expert_kd_weight=1, which can."
                 )
             return hinton_kd(student, expert, config.kd_temperature, config.kd_alpha)

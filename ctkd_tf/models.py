@@ -118,6 +118,7 @@ def pretrained(
     weight_decay=0.0,
     name=None,
     pixels="dataset",
+    role="expert",
 ):
     """A pretrained backbone with a new classification head, to fine-tune to `num_classes` classes.
 
@@ -131,23 +132,26 @@ def pretrained(
         num_classes, input_shape, mean, std, weight_decay, name: as for `get`.
         pixels: for a `.keras` `init`, the pixel values it takes (`pixels.CONVENTIONS`):
             a `Pixels` layer before its backbone converts the normalised images to them.
+        role: `"expert"`, `"student"` or `"scratch_teacher"`: which flags errors name
+            (`--expert_init`, `--expert`).
 
     Returns:
         `(network, backbone)`: the network mapping images to logits, and its pretrained
         part (a layer of it), to freeze while the new head learns first.
 
     Raises:
-        ValueError: naming `--expert_init`, for weights that do not fit the network, a
+        ValueError: naming `--<role>_init`, for weights that do not fit the network, a
             download that failed, or an `identifier` that is not a Keras Applications name.
     """
+    flag = f"--{role}_init"
     inputs = keras.Input(tuple(input_shape), name="images")
     if init.endswith(".keras"):
         if not os.path.isfile(init):
-            raise ValueError(f"--expert_init={init}: no such file.")
+            raise ValueError(f"{flag}={init}: no such file.")
         loaded = keras.models.load_model(init)
         if not getattr(loaded, "outputs", None) or len(loaded.layers) < 2:
             raise ValueError(
-                f"--expert_init={init}: a functional or Sequential network is needed, to cut off its head."
+                f"{flag}={init}: a functional or Sequential network is needed, to cut off its head."
             )
         backbone = keras.Model(loaded.inputs, loaded.layers[-2].output, name="backbone")
         x = inputs if pixels == "dataset" else Pixels(pixels, mean, std, name="pixels")(inputs)
@@ -155,15 +159,15 @@ def pretrained(
             features = backbone(x)
         except ValueError as error:
             raise ValueError(
-                f"--expert_init={init} takes inputs of shape {tuple(loaded.inputs[0].shape[1:])}, the data "
+                f"{flag}={init} takes inputs of shape {tuple(loaded.inputs[0].shape[1:])}, the data "
                 f"set gives {tuple(input_shape)} ({error}); pass --image_size."
             ) from None
     else:
         application = _application(identifier)
         if application is None:
             raise ValueError(
-                f"--expert_init={init} needs a Keras Applications --expert (MobileNetV3Small, ...), got "
-                f"{identifier!r}; or give a .keras file as --expert_init."
+                f"{flag}={init} needs a Keras Applications --{role} (MobileNetV3Small, ...), got "
+                f"{identifier!r}; or give a .keras file as {flag}."
             )
         try:
             backbone = application(
@@ -171,14 +175,14 @@ def pretrained(
             )
         except ValueError as error:
             raise ValueError(
-                f"--expert_init={init} does not fit keras.applications.{application.__name__}: {error}"
+                f"{flag}={init} does not fit keras.applications.{application.__name__}: {error}"
             ) from None
         except Exception as error:  # Keras's get_file: the download failed (offline?)
             raise ValueError(
-                f"--expert_init={init}: Keras could not download the ImageNet weights of "
+                f"{flag}={init}: Keras could not download the ImageNet weights of "
                 f"{application.__name__} ({error}). Offline? Download the file elsewhere "
                 f"(keras.applications.{application.__name__}(weights='imagenet', include_top=False) "
-                "fetches it into ~/.keras/models/), then pass --expert_init=<that file>."
+                f"fetches it into ~/.keras/models/), then pass {flag}=<that file>."
             ) from None
         adapter = keras.layers.Conv2D(3, 1, trainable=False, name="pixels")
         features = backbone(adapter(inputs))

@@ -145,18 +145,21 @@ def auto_pairs(trained, expert, role="student"):
     """Attention pairs for every spatial resolution (above 1x1) both networks have.
 
     Each pair is the last layer at that resolution in each network (its deepest
-    features there), from the finest resolution to the coarsest.
+    features there), from the finest resolution to the coarsest. An expert that takes
+    images larger by an integer factor (`input_ratio`) has its resolutions divided by it:
+    its 96x96 maps pair with the 48x48 ones of a student at half its image size.
 
     Raises:
         ValueError: when a network's layer shapes are unknown (a subclassed model) or the
             networks share no resolution.
     """
     resolutions = []
-    for net, name in ((trained, role), (expert, "expert_teacher")):
+    factor = input_ratio(trained, expert)
+    for net, name, scale in ((trained, role, 1), (expert, "expert_teacher", factor)):
         last = {}
         for path, size in spatial_layers(net):
-            if size != (1, 1):
-                last[size] = path
+            if size != (1, 1) and size[0] % scale == 0 and size[1] % scale == 0:
+                last[(size[0] // scale, size[1] // scale)] = path
         if not last:
             raise ValueError(
                 f"attention_pairs='auto' found no layer with a known 4-D output in the {name} "
@@ -172,6 +175,20 @@ def auto_pairs(trained, expert, role="student"):
             "name the pairs."
         )
     return [(resolutions[0][size], resolutions[1][size]) for size in shared]
+
+
+def input_ratio(trained, expert):
+    """The integer factor by which the expert's input images are larger than the trained network's
+    (1 when equal, unknown or not an integer multiple): `auto_pairs` matches the resolutions of
+    an expert that sees larger images scaled down by it (pooled by `losses.match_sizes`)."""
+    sizes = []
+    for net in (trained, expert):
+        if not getattr(net, "inputs", None) or None in tuple(net.inputs[0].shape[1:3]):
+            return 1
+        sizes.append(tuple(net.inputs[0].shape[1:3]))
+    (h, w), (eh, ew) = sizes
+    factor = eh // h
+    return factor if factor >= 1 and (eh, ew) == (h * factor, w * factor) else 1
 
 
 def default_pairs(trained, expert, role="student"):

@@ -19,7 +19,7 @@ from absl import logging
 
 from ctkd_tf import callbacks as ctkd_callbacks
 from ctkd_tf import data, distribute, experts, export, kernels, methods, models, networks, pixels, resume
-from ctkd_tf.config import TrainConfig
+from ctkd_tf.config import TrainConfig, square
 
 ATTENTION_IMAGES = 8  # fixed evaluation images whose attention maps go to TensorBoard
 
@@ -48,9 +48,10 @@ def train_and_evaluate(config, callbacks=()):
     start = time.time()
     method = methods.get(config.method)
     # What earlier processes of this run trained, before this one adds to their checkpoints.
-    expert_dirs = ("expert", "expert/head") if trains_expert(config) else ()
+    stage_dirs = ("expert", "expert/head") if trains_expert(config) else ()
+    stage_dirs += ("head",) if pretrained_networks(config) else ()
     earlier_wall_time_s = resume.wall_time(checkpoint_dir(config, "")) + sum(
-        resume.wall_time(checkpoint_dir(config, stage_dir)) for stage_dir in expert_dirs
+        resume.wall_time(checkpoint_dir(config, stage_dir)) for stage_dir in stage_dirs
     )
     with dtype_policy(config.mixed_precision):
         strategy = setup(config)
@@ -63,11 +64,22 @@ def train_and_evaluate(config, callbacks=()):
         )
         expert = expert_stage(config, strategy, run_data, out) if method.expert else None
 
-        model = make_model(config, strategy, run_data.train_info, expert)
-        checked = check_expert(config, model, expert, run_data, out) if expert is not None else None
+        networks_, backbones = stage_two_networks(config, strategy, run_data.train_info)
+        checked = None
         logging.info("Stage 2: %s, %d epochs, into %s", config.method, config.epochs, config.model_dir)
-        attention = attention_images(out, model, expert, run_data)
-        fit(model, config, strategy, run_data, out, "", config.epochs, [*callbacks, *attention])
+        for stage_dir, phase, frozen in stage_two_phases(config):
+            for backbone in backbones:
+                backbone.trainable = not frozen
+                models.freeze_batchnorm(backbone)
+            model = make_model(phase, strategy, run_data.train_info, expert, **networks_)
+            if expert is not None and checked is None:
+                checked = check_expert(config, model, expert, run_data, out)
+            if frozen:
+                logging.info("Stage 2 (the new heads): %d epochs into %s", phase.epochs, stage_dir)
+            attention = attention_images(os.path.join(out, stage_dir), model, expert, run_data)
+            fit(model, phase, strategy, run_data, out, stage_dir, phase.epochs, [*callbacks, *attention])
+        for backbone in backbones:
+            backbone.trainable = True
 
         results = evaluate(config, method, model, run_data)
         if checked is not None:
@@ -165,7 +177,7 @@ class RunData:
 
 def make_data(config, train_split, eval_split, strategy):
     """The training and evaluation pipelines of `config`'s data set, on these splits."""
-    image_size = config.image_size or None
+    image_size = config.expert_image_size or config.image_size or None
     if image_size is not None and len(image_size) == 1:  # H: a square
         image_size = (image_size[0], image_size[0])
     sizes = dict(image_size=image_size, augment=config.augment)
@@ -233,6 +245,10 @@ def expert_stage(config, strategy, run_data, out):
         method="student",
         student=config.expert,
         student_pixels=config.expert_pixels,
+        student_init=None,
+        scratch_teacher_init=None,
+        image_size=config.expert_image_size or config.image_size,
+        expert_image_size=(),
         epochs=config.expert_epochs,
     )
     if config.expert_init:
@@ -340,6 +356,20 @@ def conventions(config):
     }
 
 
+def network_inputs(config, info):
+    """`CTKD`'s `preprocessing`: what each network takes of the pipeline's images, converted to its
+    pixel convention (`conventions`) and, with `--expert_image_size`, resized to its size."""
+    preprocessing = pixels.preprocessing(conventions(config), info.mean, info.std)
+    if not config.expert_image_size or square(config.expert_image_size) == square(config.image_size):
+        return preprocessing
+    for role in ("student", "scratch_teacher"):
+        size = input_shape(config, role, info)[:2]
+        resize = keras.layers.Resizing(*size, interpolation="bilinear", antialias=True, name=f"{role}_size")
+        layers = [resize, preprocessing[role]] if role in preprocessing else [resize]
+        preprocessing[role] = keras.Sequential(layers, name=f"{role}_inputs")
+    return preprocessing
+
+
 def check_expert(config, model, expert, run_data, out):
     """The expert's check before stage 2 (`experts.check`), fed as `model` feeds it; written to
     `out/expert_check.json`. Raises `experts.ExpertCheckError` when it fails."""
@@ -372,18 +402,91 @@ def check_expert(config, model, expert, run_data, out):
 
 
 def build_network(config, name, role, info):
-    """The network `name` (`models.get`) for the data of `info`, with `config`'s recipe (weight decay, BN)."""
+    """The network `name` (`models.get`) for the data of `info`, with `config`'s recipe (weight decay, BN),
+    taking the images of its role's size (`input_shape`)."""
     zoo = dict(synchronized_batchnorm=config.sync_batchnorm) if name in models.names() else {}
     return models.get(
         name,
         info.num_classes,
-        info.image_shape,
+        input_shape(config, role, info),
         mean=info.mean,
         std=info.std,
         weight_decay=config.weight_decay,
         name=role,
         **zoo,
     )
+
+
+def input_shape(config, role, info):
+    """The image shape the network of `role` takes: the pipeline's, but for the student and the
+    scratch teacher of a run whose expert sees larger images (`--expert_image_size`)."""
+    if config.expert_image_size and role in ("student", "scratch_teacher"):
+        return (*square(config.image_size), info.image_shape[-1])
+    return tuple(info.image_shape)
+
+
+def pretrained_networks(config):
+    """`{role: init}` of the stage-2 networks that start from pretrained weights (`--student_init`, ...)."""
+    method = methods.get(config.method)
+    inits = {"student": config.student_init}
+    if method.scratch_teacher:
+        inits["scratch_teacher"] = config.scratch_teacher_init
+    return {role: init for role, init in inits.items() if init}
+
+
+def stage_two_networks(config, strategy, info):
+    """`({"student": ..., "scratch": ...}, [pretrained backbones])`: the networks stage 2 trains.
+
+    Networks with `--student_init` / `--scratch_teacher_init` start from those weights with a
+    new head (`models.pretrained`); the others are built new by `make_model` (None here).
+    """
+    built, backbones = {}, []
+    for role, init in pretrained_networks(config).items():
+        name = config.student if role == "student" else config.scratch_teacher
+        with strategy.scope():
+            net, backbone = models.pretrained(
+                name,
+                init,
+                info.num_classes,
+                input_shape(config, role, info),
+                info.mean,
+                info.std,
+                weight_decay=config.weight_decay,
+                name=role,
+                pixels=getattr(config, f"{role}_pixels"),
+                role=role,
+            )
+        built["student" if role == "student" else "scratch"] = net
+        backbones.append(backbone)
+    return built, backbones
+
+
+def stage_two_phases(config):
+    """`[(stage_dir, phase config, backbones frozen)]`: stage 2 in one phase, or with pretrained
+    networks the new heads first (`head/`), then the whole networks, at the fine-tuning rates."""
+    if not pretrained_networks(config):
+        return [("", config, False)]
+    fine_tune = dict(
+        optimizer=config.finetune_optimizer,
+        student_pixels="dataset",  # the pretrained networks convert the pipeline's images themselves
+        scratch_teacher_pixels="dataset",
+        student_head_epochs=0,  # each phase is one fit
+    )
+    head, rate = config.student_head_epochs, config.finetune_learning_rate
+    phases = [
+        ("head", dataclasses.replace(config, epochs=head, learning_rate=rate, **fine_tune), True),
+        (
+            "",
+            dataclasses.replace(
+                config,
+                epochs=config.epochs - head,
+                learning_rate=rate * config.finetune_lr_factor,
+                **fine_tune,
+            ),
+            False,
+        ),
+    ]
+    return [phase for phase in phases if phase[1].epochs]
 
 
 def make_optimizer(config, epochs, steps):
@@ -402,7 +505,7 @@ def make_optimizer(config, epochs, steps):
     return keras.optimizers.SGD(rate, momentum=config.momentum)
 
 
-def make_model(config, strategy, info, expert, role="student", student=None):
+def make_model(config, strategy, info, expert, role="student", student=None, scratch=None):
     """The compiled, built model of `config.method` (networks, losses, optimizer), all from `config`.
 
     Args:
@@ -412,17 +515,17 @@ def make_model(config, strategy, info, expert, role="student", student=None):
         expert: the trained expert, for methods that use one.
         role: the name of the network trained as the student.
         student: that network, already built (None: `config.student`'s, new).
+        scratch: the scratch teacher, already built (None: `config.scratch_teacher`'s, new).
     """
     method = methods.get(config.method)
     steps = info.num_examples // config.batch_size
     with strategy.scope():
         student = student or build_network(config, config.student, role, info)
-        scratch = (
-            build_network(config, config.scratch_teacher, "scratch_teacher", info)
-            if method.scratch_teacher
-            else None
-        )
-        preprocessing = pixels.preprocessing(conventions(config), info.mean, info.std)
+        if method.scratch_teacher:
+            scratch = scratch or build_network(config, config.scratch_teacher, "scratch_teacher", info)
+        else:
+            scratch = None
+        preprocessing = network_inputs(config, info)
         model = method.build(config, student, scratch, expert, preprocessing)
         method.compile(
             model,
@@ -548,9 +651,14 @@ def export_student(config, student, run_data, out):
     info = run_data.train_info
     directory = os.path.join(out, "export")
 
+    size = tuple(student.input_shape[1:3])
+
     def pixels(dataset, batches=None):
+        # The student's view: the pipeline's images (the expert's size, if larger) at its size.
         batch = [(x.numpy(), y.numpy()) for x, y in (dataset if batches is None else dataset.take(batches))]
         images = np.concatenate([x for x, _ in batch]) * np.asarray(info.std) + np.asarray(info.mean)
+        if images.shape[1:3] != size:
+            images = tf.image.resize(images, size, method="bilinear", antialias=True).numpy()
         return np.clip(np.rint(images), 0, 255).astype(np.uint8), np.concatenate([y for _, y in batch])
 
     representative = None

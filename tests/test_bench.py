@@ -16,8 +16,21 @@ from ctkd_tf import methods, models, train
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import ablate  # noqa: E402
 import budget_study  # noqa: E402
+import photo_students  # noqa: E402
 
 import common  # noqa: E402
+
+
+@pytest.mark.parametrize("row", photo_students.ROWS)
+def test_every_photo_student_row_is_a_valid_photos_config(row, tmp_path):
+    args = SimpleNamespace(weights="w.h5", epochs=10, size=96, expert_size=192)
+    options = {**common.config_options("photos.flags"), "image_size": (96,)}
+    config = train.TrainConfig(**{**options, **photo_students.row_options(row, args, tmp_path)})
+    distilled = row in ("at_kd", "ctkd", "v3_at_kd")
+    assert bool(config.expert_image_size) == distilled and (config.student_init == "w.h5") == (
+        "v3" not in row
+    )
+    assert (config.expert_weights == str(tmp_path / "student.keras")) == distilled
 
 
 @pytest.mark.parametrize("name", sorted(common.VARIANTS))

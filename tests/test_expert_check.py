@@ -138,7 +138,9 @@ def test_ctkd_in_python_checks_its_expert(tmp_path):
 
 
 def test_pixel_flags_need_a_network_read_from_a_file(tmp_path):
-    with pytest.raises(ValueError, match="student_pixels must be dataset unless --student is a .keras file"):
+    with pytest.raises(
+        ValueError, match=r"student_pixels must be dataset unless --student \(or --student_init\)"
+    ):
         tiny_train_config(tmp_path, student_pixels="raw")
     with pytest.raises(ValueError, match="expert_pixels must be dataset unless the expert's file"):
         tiny_train_config(tmp_path, method="at", expert_pixels="symmetric")
