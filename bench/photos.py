@@ -35,7 +35,6 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 
 # isort: split
 import keras
-import numpy as np
 
 from ctkd_tf import export, models, pixels, train
 
@@ -105,17 +104,11 @@ def keras_guide(args, config, run_data):
 def int8_accuracy(expert, run_data, directory):
     """The expert as an int8 TFLite model taking uint8 pixels, scored in LiteRT (`export.card`)."""
     info = run_data.train_info
-
-    def raw(dataset, batches=None):
-        pairs = [(x.numpy(), y.numpy()) for x, y in (dataset if batches is None else dataset.take(batches))]
-        images = np.concatenate([x for x, _ in pairs]) * np.asarray(info.std) + np.asarray(info.mean)
-        return np.clip(np.rint(images), 0, 255).astype(np.uint8), np.concatenate([y for _, y in pairs])
-
-    calibration = raw(run_data.train, 8)[0]
+    size = info.image_shape[:2]
+    calibration = train.uint8_pixels(run_data.train, info, size, 8)[0]
     paths = export.export_student(expert, directory, ("tflite",), calibration, info.mean, info.std)
-    images, labels = raw(run_data.eval)
-    card = export.card(paths, expert, info.mean, info.std, info.class_names, images, labels, "eval")
-    return card
+    images, labels = train.uint8_pixels(run_data.eval, info, size)
+    return export.card(paths, expert, info.mean, info.std, info.class_names, images, labels, "eval")
 
 
 def run(args, root, split, recipe, size, seed, path):

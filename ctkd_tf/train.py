@@ -651,15 +651,8 @@ def export_student(config, student, run_data, out):
     info = run_data.train_info
     directory = os.path.join(out, "export")
 
-    size = tuple(student.input_shape[1:3])
-
     def pixels(dataset, batches=None):
-        # The student's view: the pipeline's images (the expert's size, if larger) at its size.
-        batch = [(x.numpy(), y.numpy()) for x, y in (dataset if batches is None else dataset.take(batches))]
-        images = np.concatenate([x for x, _ in batch]) * np.asarray(info.std) + np.asarray(info.mean)
-        if images.shape[1:3] != size:
-            images = tf.image.resize(images, size, method="bilinear", antialias=True).numpy()
-        return np.clip(np.rint(images), 0, 255).astype(np.uint8), np.concatenate([y for _, y in batch])
+        return uint8_pixels(dataset, info, tuple(student.input_shape[1:3]), batches)
 
     representative = None
     if config.tflite_quantize:
@@ -688,6 +681,16 @@ def export_student(config, student, run_data, out):
         for name, problems in card.get("problems", {}).items():
             logging.warning("Export: %s in LiteRT: %s (card.json's problems).", name, "; ".join(problems))
     return paths
+
+
+def uint8_pixels(dataset, info, size, batches=None):
+    """`(uint8 images, labels)` of a pipeline's normalised batches (all, or the first `batches`), as a
+    camera gives them at `size` (the pipeline's images, of the expert's size if larger, resized)."""
+    batch = [(x.numpy(), y.numpy()) for x, y in (dataset if batches is None else dataset.take(batches))]
+    images = np.concatenate([x for x, _ in batch]) * np.asarray(info.std) + np.asarray(info.mean)
+    if images.shape[1:3] != tuple(size):
+        images = tf.image.resize(images, size, method="bilinear", antialias=True).numpy()
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8), np.concatenate([y for _, y in batch])
 
 
 def accuracy(model, dataset):
