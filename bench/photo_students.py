@@ -1,10 +1,12 @@
 """Small students on real photos: fine-tuned alone from ImageNet weights, or distilled from a larger expert.
 
 Run: python bench/photo_students.py --data_dir=<photo folder or .zip> --weights=<MobileNetV2 no-top file>
-     [--rows=expert,finetuned,at_kd,ctkd,v3_alone,v3_at_kd] [--seeds=0,1] [--size=96] [--expert_size=192]
-     [--epochs=10] [--out=docs/results/photo_students] [--report_only]
+     [--rows=expert,finetuned,at_kd,kd,at100_kd,ctkd,v3_alone,v3_at_kd] [--seeds=0,1] [--size=96]
+     [--expert_size=192] [--epochs=10] [--holdout=15] [--out=docs/results/photo_students] [--report_only]
 
-Trains on `train/`, scores on `validation/` (or `test/`). Each row is `apps/train.py` with
+Trains on `train/`, scores on `validation/` (or `test/`); with `--holdout=P`, trains on the first
+100-P % of `train/` and scores on the rest (`validation/` unseen: where recipes are chosen before
+the table's runs). Each row is `apps/train.py` with
 `configs/photos.flags` and the options below, one JSON per row and seed under `--out`
 (skipped when present: rerun the same command to go on; a run stopped midway resumes):
 
@@ -14,6 +16,7 @@ Trains on `train/`, scores on `validation/` (or `test/`). Each row is `apps/trai
   transfer-learning tool gives).
 - `at_kd`: the same student from the same weights, distilled from the `expert` (its attention
   and logits), which sees the same crop at `--expert_size` px.
+- `kd`: `at_kd` with its logits only; `at100_kd`: with a tenth of the attention weight (100).
 - `ctkd`: `at_kd` with a scratch teacher (MobileNetV2 from ImageNet too) and its hint.
 - `v3_alone`, `v3_at_kd`: MobileNetV3Small from random weights at `--size` px, alone and distilled
   (what the project gave before pretrained students), 3 x `--epochs` epochs.
@@ -39,7 +42,7 @@ from ctkd_tf import train
 
 from common import ROOT, config_options, run_once
 
-ROWS = ("expert", "finetuned", "at_kd", "ctkd", "v3_alone", "v3_at_kd")
+ROWS = ("expert", "finetuned", "at_kd", "kd", "at100_kd", "ctkd", "v3_alone", "v3_at_kd")
 
 
 def row_options(row, args, expert_dir):
@@ -55,6 +58,8 @@ def row_options(row, args, expert_dir):
         "expert": dict(method="student", image_size=(args.expert_size,), **pretrained),
         "finetuned": dict(method="student", **pretrained),
         "at_kd": dict(**pretrained, **distilled),
+        "kd": dict(**pretrained, **distilled | dict(attention_weight=0.0)),
+        "at100_kd": dict(**pretrained, **distilled | dict(attention_weight=100.0)),
         "ctkd": dict(
             **pretrained,
             **distilled | dict(method="ctkd"),
@@ -89,6 +94,9 @@ def run(row, seed, args, root, split, out):
     if path.exists():
         return json.loads(path.read_text())
     options = config_options("photos.flags")
+    if args.holdout:
+        options.update(train_split=f"train[:{100 - args.holdout}%]")
+        split = f"train[{100 - args.holdout}%:]"
     options.update(
         data_dir=root,
         eval_split=split,
@@ -98,9 +106,10 @@ def run(row, seed, args, root, split, out):
         model_dir=str(Path(args.runs) / f"{row}_seed{seed}"),
         export=("tflite",),
     )
-    options.update(row_options(row, args, Path(args.runs) / "expert_seed0"))
+    options.update(row_options(row, args, Path(args.expert_dir)))
     result = run_once(
         train.TrainConfig(**options), path, row=row, data=f"the photo folder {Path(args.data_dir).name}"
+        + (f", {options['train_split']} against {split}" if args.holdout else ""),
     )
     if result is None:
         return None
@@ -165,6 +174,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "photo_students"))
     parser.add_argument("--runs", default="runs/photo_students", help="the runs' model_dirs")
+    parser.add_argument(
+        "--expert_dir", default="runs/photo_students/expert_seed0", help="the expert row's model_dir"
+    )
+    parser.add_argument(
+        "--holdout", type=int, default=0, help="P: train on train[:100-P%%], score on train[100-P%%:]"
+    )
     parser.add_argument("--report_only", action="store_true", help="the table of the JSONs under --out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -175,7 +190,9 @@ def main():
     if not args.report_only:
         root, split = photo_folder(args.data_dir)
         print(f"data: the photo folder {Path(args.data_dir).name} (train, {split})", flush=True)
-        if any(row not in ("finetuned", "v3_alone") for row in rows):
+        if not (Path(args.expert_dir) / "student.keras").exists() and set(rows) - {"finetuned", "v3_alone"}:
+            if args.holdout:
+                sys.exit(f"--holdout: train the expert first (without --holdout): {args.expert_dir} is empty")
             run("expert", 0, args, root, split, out)  # the teacher of the distilled rows
         for seed in (int(s) for s in args.seeds.split(",")):
             for row in rows:
