@@ -108,7 +108,10 @@ def run(row, seed, args, root, split, out):
     )
     options.update(row_options(row, args, Path(args.expert_dir)))
     result = run_once(
-        train.TrainConfig(**options), path, row=row, data=f"the photo folder {Path(args.data_dir).name}"
+        train.TrainConfig(**options),
+        path,
+        row=row,
+        data=f"the photo folder {Path(args.data_dir).name}"
         + (f", {options['train_split']} against {split}" if args.holdout else ""),
     )
     if result is None:
