@@ -27,73 +27,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     replica keep its own: what such a run evaluates is then what it saves.
     """
 
-    def _fusable(self, inputs, training, mask):
-        return (
-            training
-            and self.trainable
-            and mask is None
-            and not self.synchronized
-            and not self.renorm
-            and keras.backend.backend() == "tensorflow"
-            and len(inputs.shape) == 4
-            and self.axis in (3, -1)
-        )
-
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, training, mask):
-            # Inference too: a saved model then predicts bit for bit what this one does.
-            outputs = super().call(inputs, training=training, mask=mask)
-        else:
-            outputs = self._fused_training_call(inputs)
-        if training and self.trainable and not self.synchronized:
-            self._average_moving_statistics_over_replicas()
-        return outputs
-
-    def _average_moving_statistics_over_replicas(self):
-        """Sets every replica's copy of the moving statistics to their mean over the replicas.
-
-        Keras 3 mirrors them without aggregation: each replica's update, from its own
-        share of the batch, writes only its own copy, so the copies drift apart. A saved
-        model (and a checkpoint) then holds the first replica's, while evaluation in the
-        same process normalises each replica's share with its own: the accuracy a
-        multi-replica run reports would not be that of the model it saves. Averaged after
-        every update, the copies stay equal, at the values TF-Keras saved (the mean over
-        replicas of each replica's moving average; the update is linear). One replica,
-        the default strategy included: nothing to do, and nothing traced.
-        """
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return
-        variables = self.non_trainable_variables
-        means = context.all_reduce("mean", [tf.convert_to_tensor(v.value) for v in variables])
-        for variable, mean in zip(variables, means, strict=True):
-            variable.assign(mean)
-
-    def _fused_training_call(self, inputs):
-        channels = inputs.shape[-1]
-        scale = self.gamma if self.scale else tf.ones([channels])
-        offset = self.beta if self.center else tf.zeros([channels])
-        # float16 and bfloat16 inputs are normalised in float32 inside the op.
-        x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
-        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=tf.cast(scale, tf.float32),
-            offset=tf.cast(offset, tf.float32),
-            mean=tf.zeros([0]),
-            variance=tf.zeros([0]),
-            epsilon=self.epsilon,
-            exponential_avg_factor=1.0,
-            data_format="NHWC",
-            is_training=True,
-        )
-        # The op returns the unbiased variance for running averages; Keras
-        # averages the biased one, with which the batch was normalised.
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-        variance = variance * tf.maximum(count - 1.0, 0.0) / count
-        momentum = self.momentum
-        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
-        return tf.cast(outputs, self.compute_dtype)
+        return fused_call(self, inputs, training, mask)
 
 
 # Saved models name the layer `keras.layers.BatchNormalization` (the class Keras
@@ -103,26 +38,100 @@ FusedBatchNormalization.__module__ = "keras.layers"
 FusedBatchNormalization.__name__ = "BatchNormalization"
 
 
-def fuse(model):
-    """Gives the `keras.layers.BatchNormalization` layers of a model the fused training kernel, in place.
+class Fused(keras.layers.Layer):
+    """A `keras.layers.BatchNormalization` layer run with the fused training kernel, the layer left as it is.
 
-    Every layer of exactly that class, in nested models and layers too, becomes a
-    `FusedBatchNormalization`: the same object with the same weights and configuration,
-    saved as Keras's layer, whose training steps run `FusedBatchNormV3` (the same
-    maths; about 1.2x faster CTKD steps on CPUs, docs/BENCHMARKS.md). Subclasses of
-    Keras's layer are left as they are. Do it before the model's first traced step.
-
-    Args:
-        model: a `keras.Model` (or layer).
-
-    Returns:
-        The number of layers changed.
+    `CTKD` reads the networks it trains through a model of their own layers
+    (`networks.extractor`) in which each of their `keras.layers.BatchNormalization`
+    layers is called through one of these: the same weights (the layer's own
+    variables), the same maths as `FusedBatchNormalization`, and the network itself,
+    its layers' classes and its saved file unchanged.
     """
-    changed = 0
-    # Keras's private walk (checked on Keras 3.15.1 and 3.16.0.dev2026102704): the public
-    # `Model.layers` does not reach layers nested inside layers.
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if type(layer) is keras.layers.BatchNormalization:
-            layer.__class__ = FusedBatchNormalization
-            changed += 1
-    return changed
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=layer.name, dtype=layer.dtype_policy, **kwargs)
+        self.layer = layer
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, inputs, training=None, mask=None):
+        return fused_call(self.layer, inputs, training, mask)
+
+
+def fused_call(layer, inputs, training, mask):
+    """What `layer` (a `keras.layers.BatchNormalization`) computes, training steps fused where possible."""
+    if not _fusable(layer, inputs, training, mask):
+        # Inference too: a saved model then predicts bit for bit what this one does.
+        outputs = keras.layers.BatchNormalization.call(layer, inputs, training=training, mask=mask)
+    else:
+        outputs = _fused_training_call(layer, inputs)
+    if training and layer.trainable and not layer.synchronized:
+        _average_moving_statistics_over_replicas(layer)
+    return outputs
+
+
+def _fusable(layer, inputs, training, mask):
+    return (
+        training
+        and layer.trainable
+        and mask is None
+        and not layer.synchronized
+        and not layer.renorm
+        and keras.backend.backend() == "tensorflow"
+        and len(inputs.shape) == 4
+        and layer.axis in (3, -1)
+    )
+
+
+def _average_moving_statistics_over_replicas(layer):
+    """Sets every replica's copy of the moving statistics to their mean over the replicas.
+
+    Keras 3 mirrors them without aggregation: each replica's update, from its own
+    share of the batch, writes only its own copy, so the copies drift apart. A saved
+    model (and a checkpoint) then holds the first replica's, while evaluation in the
+    same process normalises each replica's share with its own: the accuracy a
+    multi-replica run reports would not be that of the model it saves. Averaged after
+    every update, the copies stay equal, at the values TF-Keras saved (the mean over
+    replicas of each replica's moving average; the update is linear). One replica,
+    the default strategy included: nothing to do, and nothing traced.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return
+    variables = layer.non_trainable_variables
+    means = context.all_reduce("mean", [tf.convert_to_tensor(v.value) for v in variables])
+    for variable, mean in zip(variables, means, strict=True):
+        variable.assign(mean)
+
+
+def _fused_training_call(layer, inputs):
+    channels = inputs.shape[-1]
+    scale = layer.gamma if layer.scale else tf.ones([channels])
+    offset = layer.beta if layer.center else tf.zeros([channels])
+    # float16 and bfloat16 inputs are normalised in float32 inside the op.
+    x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
+    outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=tf.cast(scale, tf.float32),
+        offset=tf.cast(offset, tf.float32),
+        mean=tf.zeros([0]),
+        variance=tf.zeros([0]),
+        epsilon=layer.epsilon,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=True,
+    )
+    # The op returns the unbiased variance for running averages; Keras
+    # averages the biased one, with which the batch was normalised.
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+    variance = variance * tf.maximum(count - 1.0, 0.0) / count
+    momentum = layer.momentum
+    layer.moving_mean.assign(layer.moving_mean * momentum + mean * (1.0 - momentum))
+    layer.moving_variance.assign(layer.moving_variance * momentum + variance * (1.0 - momentum))
+    return tf.cast(outputs, layer.compute_dtype)

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from ctkd_tf import batchnorm, distribute, experts, losses, networks
+from ctkd_tf import distribute, experts, losses, networks
 
 # The paper's defaults (its parents'): the Rocket Launching hint weight and the Attention
 # Transfer weight (with the per-point spatial mean).
@@ -170,11 +170,11 @@ class CTKD(keras.Model):
             batch mean. False (the paper) applies it to every example.
         attention_weight: weight of the attention term; None means 1000 with an
             expert.
-        fused_batchnorm: give the student's and the scratch teacher's
-            `keras.layers.BatchNormalization` layers TensorFlow's fused training
-            kernel, in place (`batchnorm.fuse`: same weights and maths, saved as
-            Keras's layer; the zoo's networks have it already). False leaves the
-            networks as they are.
+        fused_batchnorm: train the `keras.layers.BatchNormalization` layers of a
+            functional or Sequential student and scratch teacher with TensorFlow's
+            fused kernel (`batchnorm.Fused`: same weights and maths; the networks
+            themselves are not changed, and the zoo's have it built in). False:
+            Keras's kernel.
         name: the model's name.
 
     Raises:
@@ -241,10 +241,6 @@ class CTKD(keras.Model):
             raise ValueError("hint_when_correct=True needs the scratch_teacher.")
         self.hint_when_correct = bool(hint_when_correct)
         self.fused_batchnorm = bool(fused_batchnorm)
-        if self.fused_batchnorm:
-            for net in (student, scratch_teacher):  # the expert only infers: Keras's code
-                if net is not None:
-                    batchnorm.fuse(net)
         self.student = student
         self.scratch_teacher = scratch_teacher
         self.expert_teacher = expert_teacher
@@ -286,7 +282,10 @@ class CTKD(keras.Model):
         self.scratch_attention_pairs = self._pairs.get("scratch_teacher")
         self._views = {
             role: networks.View(
-                getattr(self, role), role, [trained for trained, _ in self._pairs.get(role, [])]
+                getattr(self, role),
+                role,
+                [trained for trained, _ in self._pairs.get(role, [])],
+                fused_batchnorm=self.fused_batchnorm,
             )
             for role in ROLES[:2]
             if getattr(self, role) is not None

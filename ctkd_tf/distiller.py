@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ctkd_tf import batchnorm, networks
+from ctkd_tf import networks
 from ctkd_tf.losses import KnowledgeDistillation, fixed_order_sum
 
 
@@ -21,14 +21,23 @@ class Distiller(keras.distillation.Distiller):
 
     Two fixes to Keras's own: its `compute_loss` leaves out `self.losses`, so weight
     decay given as kernel regularisers (the recipe's) would be ignored; and its
-    trackers log the per-replica share of each loss, halved on two replicas.
+    trackers log the per-replica share of each loss, halved on two replicas. With
+    `fused_batchnorm=True`, the student's batch norm trains with the fused kernel.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, fused_batchnorm=False, **kwargs):
         super().__init__(*args, **kwargs)
+        # The student, read through a model of its own layers (its batch norm fused);
+        # a plain object, so that Keras does not track the same weights twice.
+        self._student_view = networks.View(
+            self.student, "student", strip_softmax=False, fused_batchnorm=fused_batchnorm
+        )
         self.student_loss_tracker = _ReplicaMean(name="student_loss")
         self.distillation_loss_tracker = _ReplicaMean(name="distillation_loss")
         self.total_loss_tracker = _ReplicaMean(name="total_loss")
+
+    def call(self, inputs, training=None, **kwargs):
+        return self._student_view(inputs, training)[0]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
@@ -46,8 +55,8 @@ def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True
         teacher: the pre-trained `keras.Model`, frozen.
         temperature: the softmax temperature `T`.
         alpha: the weight of the distillation term, in `[0, 1]`.
-        fused_batchnorm: give the student's `keras.layers.BatchNormalization` layers
-            the fused training kernel, in place (`batchnorm.fuse`, as `CTKD` does).
+        fused_batchnorm: train the student's `keras.layers.BatchNormalization` layers
+            with the fused kernel, the student left as it is (as `CTKD` does).
 
     Returns:
         A `Distiller`; compile it with the student's cross-entropy as `loss`.
@@ -66,11 +75,10 @@ def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True
                 "its outputs as logits: build it without (Keras Applications: "
                 "classifier_activation=None), or use ctkd_tf.CTKD, which trains on the logits."
             )
-    if fused_batchnorm:
-        batchnorm.fuse(student)
     return Distiller(
         teacher=teacher,
         student=student,
         distillation_losses=KnowledgeDistillation(temperature=temperature),
         student_loss_weight=1.0 - alpha,
+        fused_batchnorm=fused_batchnorm,
     )

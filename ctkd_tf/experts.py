@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ctkd_tf import pixels
+from ctkd_tf import pixels, resume
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MARGIN = 0.10  # the default bar: the most common class's share plus this
@@ -172,7 +172,7 @@ def ship(run_dir, name, data_note="", weights_dir=None, note=""):
     }
     if note:
         card["note"] = note
-    (weights_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    resume.write_json(weights_dir / f"{name}.json", card)
     return card
 
 

@@ -1,6 +1,7 @@
 """Exporting the trained student for deployment: SavedModel and TFLite, checked in LiteRT."""
 
 import os
+import shutil
 import tempfile
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctkd_tf.pixels import Pixels
+from ctkd_tf.resume import atomic_write
 
 EXPORT_FORMATS = ("saved_model", "tflite")
 
@@ -44,11 +46,9 @@ def export_student(
     os.makedirs(directory, exist_ok=True)
     model = student if mean is None else pixel_model(student, mean, std, convention)
     paths = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        saved_model = os.path.join(directory if "saved_model" in formats else scratch, "saved_model")
+    with tempfile.TemporaryDirectory(dir=directory, prefix="partial.") as scratch:
+        saved_model = os.path.join(scratch, "saved_model")
         model.export(saved_model, format="tf_saved_model", verbose=False)
-        if "saved_model" in formats:
-            paths["saved_model"] = saved_model
         if "tflite" in formats:
             paths["tflite"] = _write(
                 tf.lite.TFLiteConverter.from_saved_model(saved_model), directory, "student"
@@ -59,6 +59,10 @@ def export_student(
                 images = tf.convert_to_tensor(representative_images, tf.float32 if mean is None else tf.uint8)
                 converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(len(images)))
                 paths["tflite_int8"] = _write(converter, directory, "student_int8")
+        if "saved_model" in formats:  # moved in whole: an interrupted export leaves the last one
+            paths["saved_model"] = os.path.join(directory, "saved_model")
+            shutil.rmtree(paths["saved_model"], ignore_errors=True)
+            os.replace(saved_model, paths["saved_model"])
     return paths
 
 
@@ -72,8 +76,7 @@ def pixel_model(student, mean, std, convention="dataset"):
 
 def _write(converter, directory, name):
     path = os.path.join(directory, f"{name}.tflite")
-    with open(path, "wb") as file:
-        file.write(converter.convert())
+    atomic_write(path, converter.convert())
     return path
 
 

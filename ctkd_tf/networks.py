@@ -1,9 +1,10 @@
 """What CTKD needs of any Keras network: its logits and the outputs of named layers, in one forward pass.
 
-A `View` calls the network as it is (functional, Sequential, nested or subclassed) and,
-during that call, records the outputs of the layers it taps and skips a final softmax,
-so that the losses see logits. Outside a `View`'s call the network behaves exactly as
-built: it predicts probabilities if it did, and saves as it was.
+A `View` reads a functional or Sequential network (nested ones included) through an
+`extractor`, a model of the network's own layers that outputs the logits (a final
+softmax skipped) and the outputs of the layers it taps; the network is not changed: it
+predicts probabilities if it did, and saves as it was. A subclassed network is called
+as it is, its tapped layers recording their outputs for the length of that call only.
 
 Layers are named by path: `"group1"` at the top level, `"efficientnetb0/block4a_expand_activation"`
 inside a nested model (names joined by `/`, as in every fine-tuned Keras Applications
@@ -11,11 +12,12 @@ network); a subclassed model's layers are reached through `model.layers`, that i
 layers it holds as attributes, by their `name`.
 """
 
+import contextlib
 import threading
 
 import keras
 
-from ctkd_tf import models
+from ctkd_tf import batchnorm, models
 
 
 def parse_pairs(text):
@@ -199,14 +201,113 @@ def default_pairs(trained, expert, role="student"):
     return auto_pairs(trained, expert, role)
 
 
+def replayable(model):
+    """Whether `model` is a functional or Sequential model run as its graph (no `call` of its own):
+    one that `extractor` can read."""
+    qualname = getattr(type(model).call, "__qualname__", "")
+    return qualname in ("Functional.call", "Sequential.call") and bool(getattr(model, "inputs", None))
+
+
+def extractor(model, taps=(), softmax=None, fused_batchnorm=False):
+    """A functional model of `model`'s own layers whose outputs are `[*model's outputs, *tapped outputs]`.
+
+    The layers (and so the weights) are `model`'s, called as `model` calls them, in
+    one forward pass; `model` itself is not changed (its layers get one more call
+    node each, as when a layer is shared by two models). Nested functional and
+    Sequential models are entered (their layers named by path, `"outer/inner"`).
+
+    Args:
+        model: a functional or Sequential `keras.Model` (`replayable`).
+        taps: layer paths whose outputs the extractor adds, in this order.
+        softmax: the path of a final softmax layer (`final_softmax`) to skip: the
+            extractor then outputs the logits (a `Dense(softmax)`'s matmul and bias).
+        fused_batchnorm: call each `keras.layers.BatchNormalization` layer through a
+            `batchnorm.Fused`: the same layer and weights, trained with the fused
+            kernel. Keras's other batch-norm layers (and subclasses) run as they are.
+
+    Raises:
+        ValueError: for a tapped layer the forward pass does not call.
+    """
+    # Layer names are unique within a functional model: each level is matched by name.
+    tapped, nested = {}, {}
+    for index, path in enumerate(taps):
+        head, _, rest = path.partition("/")
+        if rest:
+            nested.setdefault(head, []).append((index, rest))
+        else:
+            tapped.setdefault(head, []).append(index)
+    softmax_head, _, softmax_rest = (softmax or "").partition("/")
+    captured = {}
+
+    def call(layer, *args, **kwargs):
+        if layer.name == softmax_head and not softmax_rest:
+            outputs = _Logits(layer)(*args, **kwargs)
+        elif replayable(layer):
+            inner = nested.get(layer.name, [])
+            sub = extractor(
+                layer,
+                [rest for _, rest in inner],
+                softmax_rest if layer.name == softmax_head else None,
+                fused_batchnorm,
+            )
+            results = keras.tree.flatten(sub(*args, **kwargs))  # a list of one: its tensor
+            count = len(layer.outputs)
+            outputs = results[0] if count == 1 else results[:count]
+            for (index, _), feature in zip(inner, results[count:], strict=True):
+                captured.setdefault(index, feature)
+        elif fused_batchnorm and type(layer) is keras.layers.BatchNormalization:
+            outputs = batchnorm.Fused(layer)(*args, **kwargs)
+        else:
+            outputs = layer(*args, **kwargs)
+        for index in tapped.get(layer.name, []):
+            captured.setdefault(index, outputs)  # a layer called twice: its first output
+        return outputs
+
+    if isinstance(model, keras.Sequential):
+        source = model.inputs[0]
+        inputs = [keras.Input(batch_shape=source.shape, dtype=source.dtype)]
+        x = inputs[0]
+        for layer in model.layers:
+            x = call(layer, x)
+        outputs = [x]
+    else:
+        # Keras's public graph copy, every layer kept (not cloned) and called through `call`.
+        copy = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+        inputs, outputs = copy.inputs, list(copy.outputs)
+    missing = [path for index, path in enumerate(taps) if index not in captured]
+    if missing:
+        raise ValueError(
+            f"The network {model.name!r} does not call the layer(s) {', '.join(map(repr, missing))} "
+            "in its forward pass."
+        )
+    inputs = inputs[0] if len(inputs) == 1 else inputs  # called with a tensor, as the network is
+    return keras.Model(inputs, [*outputs, *(captured[i] for i in range(len(taps)))], name=model.name)
+
+
+class _Logits(keras.layers.Layer):
+    """What a final softmax layer computes before its softmax (the logits), with its weights."""
+
+    def __init__(self, layer):
+        super().__init__(name=layer.name, dtype=layer.dtype_policy)
+        self.layer = layer
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def call(self, inputs, mask=None):  # a Softmax layer's call is given its mask
+        return _before_softmax(self.layer, inputs)
+
+
 class View:
     """Calls a network for CTKD: logits, never probabilities, and the outputs of tapped layers.
 
-    The layers it taps (and a final softmax layer) get, once, a `call` of their own that
-    passes through unchanged unless a `View` call is under way in the same thread: then
-    it records the layer's output (and skips the softmax). Per thread, because
-    `tf.distribute` traces each replica's step in a thread of its own, and the threads
-    take turns inside a forward pass (at each cross-replica reduction).
+    A functional or Sequential network (nested ones included) is read through an
+    `extractor` of its own layers: one forward pass, the network unchanged. A network
+    with a `call` of its own (subclassed) has no graph to read: its tapped layers get a
+    `call` of their own for the length of the `View`'s call only, which records the
+    layer's output when a `View` call is under way in the same thread (per thread,
+    because `tf.distribute` traces each replica's step in a thread of its own, and the
+    threads take turns inside a forward pass).
 
     Args:
         model: any `keras.Model`.
@@ -214,33 +315,53 @@ class View:
         taps: layer paths whose outputs each call returns.
         strip_softmax: compute the logits of a network ending in a softmax layer (the
             tensor before it, with the same weights), found by `final_softmax`.
+        fused_batchnorm: train the network's `keras.layers.BatchNormalization` layers
+            with the fused kernel (`batchnorm.Fused`); functional and Sequential
+            networks only (a subclassed one trains with Keras's kernel).
 
     Raises:
         ValueError: for a path that does not exist, or a final softmax this view cannot
             skip (one inside a layer other than `Softmax`, `Activation` and `Dense`).
     """
 
-    def __init__(self, model, role, taps=(), strip_softmax=True):
+    def __init__(self, model, role, taps=(), strip_softmax=True, fused_batchnorm=False):
         self.model = model
         self.role = role
         self.taps = list(taps)
         self.tapped = [layer_at(model, path, role) for path in self.taps]
         self.softmax = final_softmax(model) if strip_softmax else None
-        self._softmax_layer = layer_at(model, self.softmax) if self.softmax else None
-        if self._softmax_layer is not None:
-            _check_strippable(self._softmax_layer, role, model)
-        for layer in {id(layer): layer for layer in [*self.tapped, self._softmax_layer] if layer}.values():
-            _hook(layer)
+        if self.softmax:
+            _check_strippable(layer_at(model, self.softmax), role, model)
+        self._extractor = None
+        paths = [self.softmax or "", *self.taps]
+        if all(replayable(layer) for path in paths for layer in _chain(model, path)):
+            try:
+                self._extractor = extractor(model, self.taps, self.softmax, fused_batchnorm)
+            except ValueError as error:
+                raise ValueError(str(error).replace("The network", f"The {role}", 1)) from None
+        elif self.softmax:
+            raise ValueError(
+                f"The {role} {model.name!r} ends in a softmax ({self.softmax!r}) inside a model with a "
+                "call of its own, which CTKD cannot skip: build it without the final softmax."
+            )
 
     def __call__(self, x, training=None):
         """`(logits, [tapped outputs])` of one forward pass."""
-        call = _Call({id(layer): i for i, layer in enumerate(self.tapped)}, self._softmax_layer)
+        if self._extractor is not None:
+            logits, *features = keras.tree.flatten(self._extractor(x, training=training))
+        else:
+            logits, features = self._hooked_call(x, training)
+        _check_not_probabilities(logits, self.role, self.model)
+        return logits, features
+
+    def _hooked_call(self, x, training):
+        call = _Call({id(layer): i for i, layer in enumerate(self.tapped)})
         _calls().append(call)
         try:
-            logits = self.model(x, training=training)
+            with _hooks(self.tapped):
+                logits = self.model(x, training=training)
         finally:
             _calls().remove(call)
-        _check_not_probabilities(logits, self.role, self.model)
         missing = [self.taps[i] for i in range(len(self.tapped)) if i not in call.captured]
         if missing:
             raise ValueError(
@@ -250,16 +371,23 @@ class View:
         return logits, [call.captured[i] for i in range(len(self.tapped))]
 
 
-class _Call:
-    """One `View` call under way: what it records, which softmax it skips."""
+def _chain(model, path):
+    """The model and the models on the path to a layer (the layer itself left out)."""
+    names = path.split("/")[:-1] if path else []
+    return [model, *(layer_at(model, "/".join(names[: i + 1])) for i in range(len(names)))]
 
-    def __init__(self, indices, softmax_layer):
+
+class _Call:
+    """One hooked `View` call under way: what it records."""
+
+    def __init__(self, indices):
         self.indices = indices
-        self.softmax = id(softmax_layer) if softmax_layer is not None else None
         self.captured = {}
 
 
 _THREAD = threading.local()
+_HOOKS_LOCK = threading.Lock()
+_HOOKED = {}  # id(layer) -> [the layer, the View calls using its hook, in all threads]
 
 
 def _calls():
@@ -268,25 +396,37 @@ def _calls():
     return _THREAD.calls
 
 
-def _hook(layer):
-    """Gives `layer` (this instance only) a `call` that serves the `View` calls of its thread."""
-    if getattr(layer.__dict__.get("call"), "ctkd_view_hook", False):
-        return
-    original = layer.call
+@contextlib.contextmanager
+def _hooks(layers):
+    """Gives each layer (the instance) a recording `call` while any hooked `View` call uses it."""
+    layers = list({id(layer): layer for layer in layers}.values())
+    with _HOOKS_LOCK:
+        for layer in layers:
+            entry = _HOOKED.setdefault(id(layer), [layer, 0])
+            if not entry[1]:
+                layer.call = _recording(layer, type(layer).call.__get__(layer))
+            entry[1] += 1
+    try:
+        yield
+    finally:
+        with _HOOKS_LOCK:
+            for layer in layers:
+                entry = _HOOKED[id(layer)]
+                entry[1] -= 1
+                if not entry[1]:
+                    del layer.call  # the class's `call` again
+                    del _HOOKED[id(layer)]
 
+
+def _recording(layer, original):
     def call(*args, **kwargs):
-        calls = _calls()
-        if calls and any(c.softmax == id(layer) for c in calls):
-            outputs = _before_softmax(layer, *args, **kwargs)
-        else:
-            outputs = original(*args, **kwargs)
-        for c in calls:
+        outputs = original(*args, **kwargs)
+        for c in _calls():
             if id(layer) in c.indices:
                 c.captured.setdefault(c.indices[id(layer)], outputs)  # called twice: the first
         return outputs
 
-    call.ctkd_view_hook = True
-    layer.call = call
+    return call
 
 
 def _check_strippable(layer, role, model):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctkd_tf import batchnorm, models
+from ctkd_tf import models, networks
 from ctkd_tf.batchnorm import FusedBatchNormalization
 
 CONFIG = dict(momentum=0.9, epsilon=1e-5)
@@ -154,7 +154,7 @@ def test_zoo_uses_it_unless_synchronised_or_asked_not_to():
     assert layer_types(fused_batchnorm=False) == {keras.layers.BatchNormalization}
 
 
-def test_fuse_changes_keras_layers_in_nested_models_in_place():
+def test_the_extractor_fuses_keras_layers_in_nested_models_and_leaves_them_as_they_are():
     class OwnBatchNorm(keras.layers.BatchNormalization):
         pass
 
@@ -162,17 +162,23 @@ def test_fuse_changes_keras_layers_in_nested_models_in_place():
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.BatchNormalization(name="outer_bn")(inner(inputs))
     net = keras.Model(inputs, OwnBatchNorm(name="own_bn")(x))
+    twin = keras.models.clone_model(net)
+    twin.set_weights(net.get_weights())
     layers = {layer.name: layer for layer in net._flatten_layers()}
-    before = {name: [id(w) for w in layer.weights] for name, layer in layers.items()}
-    assert batchnorm.fuse(net) == 2
-    assert type(layers["inner_bn"]) is type(layers["outer_bn"]) is FusedBatchNormalization
-    assert type(layers["own_bn"]) is OwnBatchNorm  # a user's subclass keeps its own code
-    assert {name: [id(w) for w in layer.weights] for name, layer in layers.items()} == before
-    assert batchnorm.fuse(net) == 0
-    graph = tf.function(lambda x: net(x, training=True)).get_concrete_function(tf.TensorSpec((2, 4, 4, 3)))
-    assert sum(op.type == "FusedBatchNormV3" for op in graph.graph.get_operations()) == 2
-    serialized = keras.saving.serialize_keras_object(layers["outer_bn"])
-    assert (serialized["module"], serialized["class_name"]) == ("keras.layers", "BatchNormalization")
+    before = {name: (type(layer), [id(w) for w in layer.weights]) for name, layer in layers.items()}
+    config = net.get_config()
+    fused = networks.extractor(net, fused_batchnorm=True)
+    assert {name: (type(layer), [id(w) for w in layer.weights]) for name, layer in layers.items()} == before
+    assert net.get_config() == config
+    assert {id(w) for w in fused.weights} == {id(w) for w in net.weights}  # the network's own weights
+    graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.TensorSpec((2, 4, 4, 3)))
+    assert sum(op.type == "FusedBatchNormV3" for op in graph.graph.get_operations()) == 2  # not own_bn
+    # The same maths as the network's own training call, moving statistics included.
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(8, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(fused(x, training=True), twin(x, training=True), rtol=1e-5, atol=1e-5)
+    for u, v in zip(net.weights, twin.weights, strict=True):
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(layers["inner_bn"].moving_mean.numpy(), 0.0)
 
 
 def test_saved_network_loads_with_plain_keras(tmp_path):

@@ -26,11 +26,15 @@ def test_every_photo_student_row_is_a_valid_photos_config(row, tmp_path):
     args = SimpleNamespace(weights="w.h5", epochs=10, size=96, expert_size=192)
     options = {**common.config_options("photos.flags"), "image_size": (96,)}
     config = train.TrainConfig(**{**options, **photo_students.row_options(row, args, tmp_path)})
-    distilled = row in ("at_kd", "ctkd", "v3_at_kd")
+    distilled = row not in ("expert", "finetuned", "v3_alone")
     assert bool(config.expert_image_size) == distilled and (config.student_init == "w.h5") == (
         "v3" not in row
     )
     assert (config.expert_weights == str(tmp_path / "student.keras")) == distilled
+    assert (config.attention_weight, config.expert_kd_weight) == {
+        "kd": (0.0, 1.0),
+        "at100_kd": (100.0, 1.0),
+    }.get(row, (1000.0, 1.0 if distilled else config.expert_kd_weight))
 
 
 @pytest.mark.parametrize("name", sorted(common.VARIANTS))

@@ -7,6 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ctkd_tf import export
+
 from conftest import load_app, run_main, write_image_folder
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -46,7 +48,10 @@ def test_own_networks_guide_runs_at_tiny_size(tmp_path, monkeypatch):
     student = keras.models.load_model(tmp_path / "student.keras")
     probabilities = student.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)  # as built: a softmax
-    assert (tmp_path / "export" / "student.tflite").stat().st_size > 0
+    # The export predicts in LiteRT what the Keras student predicts (probabilities, float32 both).
+    images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    got = export.litert_predict(tmp_path / "export" / "student.tflite", images)
+    np.testing.assert_allclose(got, student.predict(images, verbose=0), rtol=1e-4, atol=1e-5)
 
 
 def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
@@ -82,10 +87,20 @@ def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
         *tiny,
         "--verbose=0",
     )
-    export = tmp_path / "runs" / "photos" / "export"
-    card = json.loads((export / "card.json").read_text())
+    export_dir = tmp_path / "runs" / "photos" / "export"
+    card = json.loads((export_dir / "card.json").read_text())
     assert card["input"]["shape"] == [1, 32, 32, 3] and card["classes"] == ["cat", "dog"]
     assert set(card["accuracy"]) == {"keras", "tflite", "tflite_int8"}
+    # The float export predicts in LiteRT what the saved Keras student predicts on the same pixels.
+    student = keras.models.load_model(tmp_path / "runs" / "photos" / "student.keras")
+    norm = card["normalisation"]
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    expected = keras.ops.convert_to_numpy(
+        export.pixel_model(student, norm["mean"], norm["std"], norm["network_pixels"])(pixels)
+    )
+    got = export.litert_predict(export_dir / "student.tflite", pixels)
+    # float32 in both, other kernels and summation orders: equal to a small fraction of the scale.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
     # The snippet, on a photo of another size and shape.
     Image.new("RGB", (50, 30), (200, 30, 30)).save(tmp_path / "photo.jpg")

@@ -263,7 +263,9 @@ def test_one_forward_pass_per_network_a_step(batch):
     nets = [tiny_cnn(3, seed=1), tiny_cnn(6, seed=2), nested(3, "expert")]
     calls = {}
     for net in nets:
-        first = networks.sublayers(net)[1]  # the first layer after the input
+        first = net
+        while networks.sublayers(first):
+            first = networks.sublayers(first)[1]  # the first layer after the input, nested models entered
         original = first.call
 
         def counted(*args, _original=original, _name=net.name, **kwargs):
@@ -277,3 +279,37 @@ def test_one_forward_pass_per_network_a_step(batch):
     model.compile(optimizer="sgd", run_eagerly=True)
     model.train_on_batch(x, y)
     assert calls == {net.name: 1 for net in nets}
+
+
+def test_the_networks_given_keep_their_layer_classes_and_calls(batch, tmp_path):
+    """After CTKD(...), fit, evaluate and save, each network is as it was given: classes, calls, outputs."""
+    x, y = batch
+    inputs = keras.Input(IMAGE_SHAPE)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="feat1")(inputs)
+    block = keras.Sequential(
+        [keras.Input((*IMAGE_SHAPE[:2], 4)), keras.layers.BatchNormalization(), keras.layers.ReLU()],
+        name="block",
+    )
+    h = keras.layers.GlobalAveragePooling2D()(block(h))
+    student = keras.Model(
+        inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(h), name="student"
+    )
+    scratch = SubclassedCNN(4)
+    scratch(x)
+    nets = (student, scratch, nested(3, "expert"))
+
+    def state(net):
+        return [(layer.name, type(layer), "call" in vars(layer)) for layer in net._flatten_layers()]
+
+    before = [state(net) for net in nets]
+    model = ctkd_tf.CTKD(*nets, attention_pairs=[("feat1", "backbone/feat1")], attention_target="both")
+    model.compile(optimizer="sgd")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    model.save_weights(tmp_path / "ctkd.weights.h5")  # the subclassed scratch teacher has no config
+    student.save(tmp_path / "student.keras")
+    assert [state(net) for net in nets] == before
+    assert not any(before_call for net_state in before for _, _, before_call in net_state)
+    np.testing.assert_allclose(student.predict(x, verbose=0).sum(axis=1), 1.0, rtol=1e-5)  # still a softmax
+    loaded = keras.models.load_model(tmp_path / "student.keras")
+    assert state(loaded) == state(student)
