@@ -1,8 +1,6 @@
 """One worker of the multi-worker test: `python multiworker.py CONFIG_JSON TASK PORTS [DIE_AT]`.
 
-DIE_AT `E:S`: worker 1 dies before step S of epoch E. The chief (worker 0) always
-writes its checkpoints at epochs' ends two seconds late, so that the other worker,
-which does not wait for those writes, would find the previous one on the disk.
+DIE_AT `E:S`: worker 1 dies before step S of epoch E.
 
 Not a test itself: tests/test_multiworker.py starts two of these on 127.0.0.1.
 """
@@ -10,7 +8,6 @@ Not a test itself: tests/test_multiworker.py starts two of these on 127.0.0.1.
 import json
 import os
 import sys
-import time
 
 config_json, task, ports = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 die_at = tuple(int(n) for n in sys.argv[4].split(":")) if len(sys.argv) > 4 else None
@@ -35,13 +32,5 @@ class Die(keras.callbacks.Callback):
             os._exit(17)
 
 
-class SlowChief(keras.callbacks.Callback):
-    """Delays the chief's epoch-end checkpoint (the callbacks before the backup run first)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if task == 0:
-            time.sleep(2)
-
-
 config = train.TrainConfig(**json.loads(config_json))
-train.train_and_evaluate(config, callbacks=[SlowChief(), *([Die()] if die_at is not None else [])])
+train.train_and_evaluate(config, callbacks=[Die()] if die_at is not None else [])

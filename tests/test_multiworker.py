@@ -85,9 +85,8 @@ def test_two_workers_equal_one_process_and_resume_after_a_kill(tmp_path):
 
     # Worker 1 dies before the second step of epoch 1; the chief's collectives then
     # fail. Restarting both resumes from the chief's checkpoint of that epoch's first
-    # step: the rest of the epoch, then epoch 2, which every worker begins from the
-    # chief's checkpoint of epoch 1's end: written late here (tests/multiworker.py), so
-    # the other worker must wait for it. The two workers end where the single process did.
+    # step (every worker reads the chief's): the rest of the epoch, then epoch 2, in the
+    # same process (nothing reread). The two workers end where the single process did.
     config = config_for(tmp_path, "workers")
     codes, logs = wait(start_workers(config, die_at="1:1"))
     assert codes[1] == 17 and codes[0] != 0, "\n".join(logs)

@@ -82,7 +82,3 @@ def test_full_size_reruns_agree_and_a_kill_9_resume_loses_nothing(images, tmp_pa
     assert len(resumed) == len(uninterrupted)
     for a, b in zip(resumed, uninterrupted, strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def values(rows):
-    return np.array([[float(value) for value in row.split(",")] for row in rows])
