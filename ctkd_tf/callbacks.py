@@ -21,11 +21,6 @@ class DataEpoch(keras.callbacks.Callback):
         super().__init__()
         self.epoch = epoch
 
-    def __deepcopy__(self, memo):
-        # KerasTuner copies callbacks for each trial; the copy must still point at
-        # the pipeline's variable, not at a copy of it.
-        return DataEpoch(self.epoch)
-
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
 

@@ -184,7 +184,9 @@ def restore(model, backup_dir):
     return metadata
 
 
-def fit(model, dataset, epochs, backup_dir, log, strategy, save_steps=0, callbacks=(), **options):
+def fit(
+    model, dataset, epochs, backup_dir, log, strategy, save_steps=0, callbacks=(), initial_epoch=0, **options
+):
     """`model.fit(dataset, epochs=epochs, ...)`, resumed from and checkpointed to `backup_dir`.
 
     Args:
@@ -197,13 +199,14 @@ def fit(model, dataset, epochs, backup_dir, log, strategy, save_steps=0, callbac
         strategy: the run's strategy (the chief writes the checkpoints).
         save_steps: also a checkpoint every this many steps within an epoch.
         callbacks: the fit's other callbacks (a `CSVLogger` of `log` among them).
+        initial_epoch: the first epoch when there is no checkpoint.
         **options: for `fit` (`validation_data`, `verbose`, ...).
 
     Returns:
         The last fit's `History`.
     """
     metadata = restore(model, backup_dir)
-    epoch, step = metadata.get("epoch", 0), resume_step(metadata)
+    epoch, step = metadata.get("epoch", initial_epoch), resume_step(metadata)
     steps = int(dataset.cardinality())
     if metadata:
         logging.info(

@@ -538,12 +538,13 @@ def make_model(config, strategy, info, expert, role="student", student=None, scr
     return model
 
 
-def fit(model, config, strategy, run_data, out, stage_dir, epochs, callbacks=()):
+def fit(model, config, strategy, run_data, out, stage_dir, epochs, callbacks=(), initial_epoch=0):
     """Trains `model` for `epochs`, resuming from and checkpointing to `model_dir/stage_dir`.
 
-    Logs go to `out/stage_dir` (`log.csv`, `tensorboard/`). A loss that turns NaN or
-    infinite stops the run with a FloatingPointError that says what to do; the last
-    checkpoint is kept.
+    Logs go to `out/stage_dir` (`log.csv`, `tensorboard/` unless `callbacks` hold a
+    `TensorBoard` of their own). A loss that turns NaN or infinite stops the run with a
+    FloatingPointError that says what to do; the last checkpoint is kept. Without a
+    checkpoint, training starts at epoch `initial_epoch` (KerasTuner's Hyperband).
     """
     workdir = os.path.join(out, stage_dir)
     os.makedirs(workdir, exist_ok=True)
@@ -555,9 +556,10 @@ def fit(model, config, strategy, run_data, out, stage_dir, epochs, callbacks=())
         ctkd_callbacks.LearningRateLogger(),
         *hint_schedule(config, model),
         keras.callbacks.CSVLogger(log, append=True),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
         *callbacks,
     ]
+    if not any(isinstance(c, keras.callbacks.TensorBoard) for c in callbacks):
+        all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
     try:
         return resume.fit(
             model,
@@ -568,6 +570,7 @@ def fit(model, config, strategy, run_data, out, stage_dir, epochs, callbacks=())
             strategy,
             save_steps=config.checkpoint_steps,
             callbacks=all_callbacks,
+            initial_epoch=initial_epoch,
             # Without it, the split is scored once, by the final evaluation.
             validation_data=run_data.eval if config.validate_every_epoch else None,
             shuffle=False,  # the pipeline shuffles, per epoch and resumably

@@ -7,7 +7,6 @@ import keras
 import keras_tuner
 from absl import logging
 
-from ctkd_tf import callbacks as ctkd_callbacks
 from ctkd_tf import distribute, methods, resume, train
 from ctkd_tf.ctkd import ATTENTION_TARGETS
 from ctkd_tf.options import at_least, check_fields, option
@@ -64,6 +63,10 @@ class CTKDHyperModel(keras_tuner.HyperModel):
         kd_temperature: `(min, max)`, linear; None: not searched.
         kd_alpha: `(min, max)` within `[0, 1]`, linear; None: not searched.
         learning_rate: `(min, max)`, log scale; None: not searched.
+        fit_model: `fit_model(model, trial_id, epochs, initial_epoch, callbacks)` trains a
+            trial's model and returns its `History` (`tune_and_evaluate`: `train.fit`, as
+            `apps/train.py` trains); None: Keras's `fit` with the search's arguments.
+            Needs a tuner of `tuner_class`, which tells the trial's id.
 
     Raises:
         ValueError: for a range with min > max or a non-positive bound on a log scale.
@@ -78,10 +81,13 @@ class CTKDHyperModel(keras_tuner.HyperModel):
         kd_temperature=None,
         kd_alpha=None,
         learning_rate=None,
+        fit_model=None,
         name="ctkd",
     ):
         super().__init__(name=name)
         self.build_model = build_model
+        self.fit_model = fit_model
+        self.trial_id = None  # set by a tuner of `tuner_class` before each trial
         bounds = dict(
             hint_weight=hint_weight,
             attention_weight=attention_weight,
@@ -111,6 +117,26 @@ class CTKDHyperModel(keras_tuner.HyperModel):
         if self.attention_target:
             values["attention_target"] = hp.Choice("attention_target", self.attention_target)
         return self.build_model(**values)
+
+    def fit(self, hp, model, *args, **kwargs):
+        if self.fit_model is None:
+            return super().fit(hp, model, *args, **kwargs)
+        if self.trial_id is None:
+            raise ValueError("fit_model= needs a tuner of tune.tuner_class(...), which names each trial.")
+        epochs, initial_epoch = kwargs["epochs"], kwargs.get("initial_epoch", 0)
+        return self.fit_model(model, self.trial_id, epochs, initial_epoch, kwargs.get("callbacks", []))
+
+
+def tuner_class(kind):
+    """The KerasTuner tuner `kind` (`TUNERS`), telling its `CTKDHyperModel` each trial's id."""
+
+    class Tuner(TUNERS[kind]):
+        def run_trial(self, trial, *args, **kwargs):
+            self.hypermodel.trial_id = trial.trial_id
+            return super().run_trial(trial, *args, **kwargs)
+
+    Tuner.__name__ = TUNERS[kind].__name__
+    return Tuner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +192,9 @@ def tune_and_evaluate(config, search):
     `search.val_split`, both carved from the training set. Everything goes under
     `config.model_dir`: the tuner's project (`tuner/`; a rerun continues the
     search), `tensorboard/` (one run per trial, with the HParams view),
-    `best_hparams.json`, `trials.json`, and with `final_train` the final run in
-    `final/`.
+    `best_hparams.json`, `trials.json`, each trial's `train.fit` (the training of
+    `apps/train.py`, callbacks and checkpoints included) in `trials/<id>/`, and with
+    `final_train` the final run in `final/`.
 
     Args:
         config: the `TrainConfig` of the runs (method, networks, recipe).
@@ -181,7 +208,8 @@ def tune_and_evaluate(config, search):
 
 
 def _tune_and_evaluate(config, search):
-    trial_config = dataclasses.replace(config, epochs=search.tune_epochs)
+    # Scored on the validation split after every epoch: the objective is the best epoch's.
+    trial_config = dataclasses.replace(config, epochs=search.tune_epochs, validate_every_epoch=True)
     strategy = train.setup(trial_config)
     out = distribute.output_dir(config.model_dir, strategy)
     os.makedirs(out, exist_ok=True)
@@ -191,11 +219,20 @@ def _tune_and_evaluate(config, search):
         if methods.get(config.method).expert
         else None
     )
+
+    def fit_trial(model, trial_id, epochs, initial_epoch, callbacks):
+        # The training of apps/train.py (its callbacks, the NaN stop, checkpoints) in trials/<id>/.
+        stage_dir = os.path.join("trials", trial_id)
+        return train.fit(
+            model, trial_config, strategy, run_data, out, stage_dir, epochs, callbacks, initial_epoch
+        )
+
     hypermodel = CTKDHyperModel(
         lambda **values: train.make_model(
             dataclasses.replace(trial_config, **values), strategy, run_data.train_info, expert
         ),
         **search_space(config, search),
+        fit_model=fit_trial,
     )
     options = dict(
         objective=OBJECTIVE,
@@ -206,26 +243,25 @@ def _tune_and_evaluate(config, search):
         distribution_strategy=strategy,
     )
     if search.tuner == "hyperband":
-        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=search.tune_epochs, **options)
+        tuner = tuner_class("hyperband")(hypermodel, max_epochs=search.tune_epochs, **options)
     else:
-        tuner = TUNERS[search.tuner](hypermodel, max_trials=search.max_trials, **options)
+        tuner = tuner_class(search.tuner)(hypermodel, max_trials=search.max_trials, **options)
+    # One TensorBoard run per trial under tensorboard/ (with KerasTuner's HParams view), in
+    # place of train.fit's own.
     tuner.search(
-        run_data.train,
-        validation_data=run_data.eval,
-        epochs=search.tune_epochs,
-        shuffle=False,
-        verbose=config.verbose,
-        callbacks=[
-            # Every trial sees the same epochs of data: a fair comparison.
-            ctkd_callbacks.DataEpoch(run_data.train_info.epoch),
-            keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
-        ],
+        epochs=search.tune_epochs, callbacks=[keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"))]
     )
     trials = [
         {"trial_id": t.trial_id, "val_student_accuracy": t.score, "hparams": t.hyperparameters.values}
         for t in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials))
         if t.score is not None
     ]
+    if not trials:
+        failed = [t.message for t in tuner.oracle.trials.values() if t.message]
+        raise RuntimeError(
+            "No trial of the search ended with a score"
+            + (f"; the last failure:\n{failed[-1]}" if failed else ".")
+        )
     best = trials[0]["hparams"]
     resume.write_json(os.path.join(out, "best_hparams.json"), best)
     resume.write_json(os.path.join(out, "trials.json"), trials)

@@ -1,5 +1,7 @@
 """The KerasTuner search: the HyperModel, the search pipeline, resuming, bad ranges."""
 
+import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -136,3 +138,34 @@ def test_tune_app_rejects_a_bad_range_before_any_work(tmp_path):
         module.main(argv)
     flags.FLAGS.unparse_flags()
     assert not (tmp_path / "run").exists()
+
+
+def test_trials_train_as_apps_train_does_hint_warm_up_and_nan_stop_included(tmp_path):
+    config = tiny_train_config(
+        tmp_path,
+        "warmup",
+        images={"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}},
+        method="ctkd",
+        batch_size=4,
+        lr_boundaries=(),
+        deterministic=False,
+        hint_warmup_epochs=2,
+    )
+    search = tune.SearchConfig(
+        tuner="random",
+        max_trials=1,
+        tune_epochs=2,
+        tune_split="train[:60%]",
+        val_split="train[60%:]",
+        hint_weight_range=(0.1, 0.2),
+        attention_weight_range=None,
+    )
+    best = tune.tune_and_evaluate(config, search)["best_hparams"]
+    (log,) = Path(config.model_dir).glob("trials/*/log.csv")
+    rows = list(csv.DictReader(log.open()))
+    # The warm-up of apps/train.py: epoch e trains with weight * e / 2.
+    assert [float(row["hint_weight"]) for row in rows] == pytest.approx([0.0, best["hint_weight"] / 2])
+    assert all(float(row["learning_rate"]) > 0 for row in rows)
+    nan = dataclasses.replace(config, model_dir=str(tmp_path / "nan"))
+    with pytest.raises(RuntimeError, match="No trial of the search ended with a score(.|\n)*nan or inf"):
+        tune.tune_and_evaluate(nan, dataclasses.replace(search, learning_rate_range=(1e30, 2e30)))
