@@ -17,7 +17,7 @@ the table's runs). Each row is `apps/train.py` with
 - `at_kd`: the same student from the same weights, distilled from the `expert` (its attention
   and logits), which sees the same crop at `--expert_size` px.
 - `kd`: `at_kd` with its logits only; `at100_kd`: with a tenth of the attention weight (100).
-- `ctkd`: `at_kd` with a scratch teacher (MobileNetV2 from ImageNet too) and its hint.
+- `ctkd`: `kd` with a scratch teacher (MobileNetV2 from ImageNet too) and its hint.
 - `v3_alone`, `v3_at_kd`: MobileNetV3Small from random weights at `--size` px, alone and distilled
   (what the project gave before pretrained students), 3 x `--epochs` epochs.
 
@@ -62,10 +62,9 @@ def row_options(row, args, expert_dir):
         "at100_kd": dict(**pretrained, **distilled | dict(attention_weight=100.0)),
         "ctkd": dict(
             **pretrained,
-            **distilled | dict(method="ctkd"),
+            **distilled | dict(method="ctkd", attention_weight=0.0),
             scratch_teacher="MobileNetV2",
             scratch_teacher_init=args.weights,
-            attention_target="both",
         ),
         "v3_alone": dict(method="student", student="MobileNetV3Small", epochs=3 * args.epochs),
         "v3_at_kd": dict(student="MobileNetV3Small", epochs=3 * args.epochs, **distilled),
