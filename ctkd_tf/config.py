@@ -7,7 +7,7 @@ added here is a flag with the same name, help and check.
 import dataclasses
 
 from ctkd_tf import data, distribute, export, methods, models, networks, pixels
-from ctkd_tf.ctkd import ATTENTION_TARGETS, HINT_LOSSES
+from ctkd_tf.loss_options import LossOptions
 from ctkd_tf.options import at_least, check, check_fields, fraction, option, positive
 
 LR_SCHEDULES = ("step", "cosine")
@@ -43,12 +43,13 @@ def _increasing(values):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(LossOptions):
     """Everything a run depends on; the defaults are the reference CIFAR recipe (the paper's).
 
     Each attribute is the flag of the same name of `apps/train.py` (see `--helpfull`).
     A loss option of a teacher the method does not have is not used, so one recipe
-    serves every method (`methods.Method.build` says which method uses which).
+    serves every method (`methods.Method.build` says which method uses which). The loss
+    options come first, defined in `loss_options.LossOptions`.
     """
 
     dataset: str = option("cifar10", "Data set.", choices=tuple(data.RECIPES))
@@ -156,33 +157,7 @@ class TrainConfig:
         "group outputs where the networks have them, else auto.",
         (_pairs_or_auto, "auto or comma-separated student_layer:expert_layer pairs"),
     )
-    attention_target: str = option(
-        "student",
-        "Network(s) the expert's attention guides: student (the paper), scratch (the reference code), both.",
-        choices=ATTENTION_TARGETS,
-    )
-    hint_weight: float = option(0.03, "Weight of the hint.", at_least(0))
-    attention_weight: float = option(1000.0, "Attention weight.", at_least(0))
     hint_warmup_epochs: int = option(0, "Ramp the hint weight up from 0 over these epochs.", at_least(0))
-    hint_loss: str = option(
-        "mse", "mse: the paper's squared logit difference; kl: T^2 KL.", choices=HINT_LOSSES
-    )
-    hint_temperature: float = option(4.0, "Softmax temperature of --hint_loss=kl.", positive)
-    expert_kd_weight: float = option(
-        0.0,
-        "CTKD/AT: weight of an extra KD term from the expert's logits (at --kd_temperature); 0: the paper.",
-        at_least(0),
-    )
-    kd_temperature: float = option(4.0, "KD softmax temperature.", positive)
-    scratch_kd_weight: float = option(
-        0.0,
-        "CTKD: weight of a KD term from the expert's logits into the scratch teacher; 0: the paper.",
-        at_least(0),
-    )
-    hint_when_correct: bool = option(
-        False, "The hint only on examples the scratch teacher gets right; off: the paper."
-    )
-    kd_alpha: float = option(0.9, "KD term weight.", fraction)
     epochs: int = option(200, "Training epochs.", at_least(1))
     expert_epochs: int = option(200, "Expert epochs.", at_least(1))
     batch_size: int = option(128, "Global batch size.", at_least(1))

@@ -8,24 +8,16 @@ import tensorflow as tf
 from absl import logging
 
 from ctkd_tf import distribute, experts, losses, networks
+from ctkd_tf.loss_options import CTKD_OPTIONS, DEFAULTS, LossOptions
 
-# The paper's defaults (its parents'): the Rocket Launching hint weight and the Attention
-# Transfer weight (with the per-point spatial mean).
-DEFAULT_HINT_WEIGHT = 0.03
-DEFAULT_ATTENTION_WEIGHT = 1000.0
-ATTENTION_TARGETS = ("student", "scratch", "both")
 ROLES = ("student", "scratch_teacher", "expert_teacher")
-# The hint: the squared logit difference (Rocket Launching, the paper) or the
-# temperature-softened KL of online distillation (Zhang et al.'s mutual learning).
-HINT_LOSSES = ("mse", "kl")
 
 
 def _resolve_weight(value, default, has_teacher, argument, teacher):
     if value is None:
         return default if has_teacher else 0.0
     value = float(value)
-    if value < 0:
-        raise ValueError(f"{argument} must be >= 0, got {value}.")
+    LossOptions(**{argument: value})  # its check
     if value > 0 and not has_teacher:
         raise ValueError(f"{argument}={value} needs the {teacher}; pass {teacher}= or {argument}=0.")
     return value
@@ -89,7 +81,8 @@ def _has_scratch(model):
     return model.scratch_teacher is not None
 
 
-# In the order they are summed and logged; adding a term is adding an entry.
+# In the order they are summed and logged. A new term: an entry here, its weight (and
+# settings) a field of `loss_options.LossOptions` and an argument of `CTKD`.
 LOSS_TERMS = (
     LossTerm("student_ce", lambda model, out: losses.cross_entropy(out.labels, out.student)),
     LossTerm(
@@ -190,15 +183,15 @@ class CTKD(keras.Model):
         expert_teacher=None,
         attention_pairs=None,
         preprocessing=None,
-        attention_target="student",
+        attention_target=DEFAULTS.attention_target,
         hint_weight=None,
         attention_weight=None,
-        hint_loss="mse",
-        hint_temperature=4.0,
-        expert_kd_weight=0.0,
-        kd_temperature=4.0,
-        scratch_kd_weight=0.0,
-        hint_when_correct=False,
+        hint_loss=DEFAULTS.hint_loss,
+        hint_temperature=DEFAULTS.hint_temperature,
+        expert_kd_weight=DEFAULTS.expert_kd_weight,
+        kd_temperature=DEFAULTS.kd_temperature,
+        scratch_kd_weight=DEFAULTS.scratch_kd_weight,
+        hint_when_correct=DEFAULTS.hint_when_correct,
         fused_batchnorm=True,
         name="ctkd",
         **kwargs,
@@ -211,18 +204,19 @@ class CTKD(keras.Model):
         ):
             if net is not None and not isinstance(net, keras.Model):
                 raise ValueError(f"{role} must be a keras.Model, got {type(net).__name__}.")
-        if attention_target not in ATTENTION_TARGETS:
-            raise ValueError(
-                f"attention_target must be one of {ATTENTION_TARGETS}, got {attention_target!r}."
-            )
+        LossOptions(  # the options' checks (None: the default weight for the teachers given)
+            attention_target=attention_target,
+            hint_weight=hint_weight,
+            attention_weight=attention_weight,
+            hint_loss=hint_loss,
+            hint_temperature=float(hint_temperature),
+            expert_kd_weight=float(expert_kd_weight),
+            kd_temperature=float(kd_temperature),
+            scratch_kd_weight=float(scratch_kd_weight),
+            hint_when_correct=hint_when_correct,
+        )
         if attention_target != "student" and expert_teacher is not None and scratch_teacher is None:
             raise ValueError(f"attention_target={attention_target!r} needs a scratch_teacher.")
-        if hint_loss not in HINT_LOSSES:
-            raise ValueError(f"hint_loss must be one of {HINT_LOSSES}, got {hint_loss!r}.")
-        if not float(hint_temperature) > 0:
-            raise ValueError(f"hint_temperature must be > 0, got {hint_temperature}.")
-        if not float(kd_temperature) > 0:
-            raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}.")
         self.hint_loss = hint_loss
         self.hint_temperature = float(hint_temperature)
         self.expert_kd_weight = _resolve_weight(
@@ -250,7 +244,7 @@ class CTKD(keras.Model):
         self._hint_weight = keras.Variable(
             _resolve_weight(
                 hint_weight,
-                DEFAULT_HINT_WEIGHT,
+                DEFAULTS.hint_weight,
                 scratch_teacher is not None,
                 "hint_weight",
                 "scratch_teacher",
@@ -262,7 +256,7 @@ class CTKD(keras.Model):
         self._attention_weight = keras.Variable(
             _resolve_weight(
                 attention_weight,
-                DEFAULT_ATTENTION_WEIGHT,
+                DEFAULTS.attention_weight,
                 expert_teacher is not None,
                 "attention_weight",
                 "expert_teacher",
@@ -582,15 +576,7 @@ class CTKD(keras.Model):
                 "expert_teacher": serialize(self.expert_teacher),
                 "attention_pairs": self._attention_pairs_argument,
                 "preprocessing": {role: serialize(fn) for role, fn in self.preprocessing.items()} or None,
-                "attention_target": self.attention_target,
-                "hint_weight": self.hint_weight,
-                "attention_weight": self.attention_weight,
-                "hint_loss": self.hint_loss,
-                "hint_temperature": self.hint_temperature,
-                "expert_kd_weight": self.expert_kd_weight,
-                "kd_temperature": self.kd_temperature,
-                "scratch_kd_weight": self.scratch_kd_weight,
-                "hint_when_correct": self.hint_when_correct,
+                **{name: getattr(self, name) for name in CTKD_OPTIONS},
                 "fused_batchnorm": self.fused_batchnorm,
             }
         )

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from ctkd_tf import networks
+from ctkd_tf.loss_options import DEFAULTS, LossOptions
 from ctkd_tf.losses import KnowledgeDistillation, fixed_order_sum
 
 
@@ -47,7 +48,9 @@ class Distiller(keras.distillation.Distiller):
         return loss
 
 
-def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True):
+def hinton_kd(
+    student, teacher, temperature=DEFAULTS.kd_temperature, alpha=DEFAULTS.kd_alpha, fused_batchnorm=True
+):
     """The KD baseline: `(1 - alpha) CE + alpha T^2 KL` from a frozen teacher.
 
     Args:
@@ -65,8 +68,7 @@ def hinton_kd(student, teacher, temperature=4.0, alpha=0.9, fused_batchnorm=True
         ValueError: for a network ending in a softmax layer (Keras's Distiller would take
             its probabilities as logits).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"kd_alpha must lie in [0, 1], got {alpha}.")
+    LossOptions(kd_temperature=temperature, kd_alpha=alpha)  # their checks
     for role, net in (("student", student), ("teacher", teacher)):
         softmax = networks.final_softmax(net)
         if softmax:

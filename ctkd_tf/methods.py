@@ -13,6 +13,7 @@ import keras
 from ctkd_tf import networks
 from ctkd_tf.ctkd import CTKD
 from ctkd_tf.distiller import hinton_kd
+from ctkd_tf.loss_options import CTKD_OPTIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,16 +89,19 @@ class Method:
                 is not None
             }
             or None,
-            attention_target=config.attention_target if both else "student",
-            hint_weight=config.hint_weight if self.scratch_teacher else None,
-            attention_weight=config.attention_weight if self.expert else None,
-            hint_loss=config.hint_loss,
-            hint_temperature=config.hint_temperature,
-            expert_kd_weight=config.expert_kd_weight if self.expert else 0.0,
-            kd_temperature=config.kd_temperature,
-            scratch_kd_weight=config.scratch_kd_weight if both else 0.0,
-            hint_when_correct=config.hint_when_correct and self.scratch_teacher,
+            **{name: getattr(config, name) for name in CTKD_OPTIONS} | self._unused_options(),
         )
+
+    def _unused_options(self):
+        """The loss options of the teachers this method does not have, off."""
+        unused = {}
+        if not (self.scratch_teacher and self.expert):
+            unused.update(attention_target="student", scratch_kd_weight=0.0)
+        if not self.scratch_teacher:
+            unused.update(hint_weight=None, hint_when_correct=False)
+        if not self.expert:
+            unused.update(attention_weight=None, expert_kd_weight=0.0)
+        return unused
 
     def compile(self, model, optimizer, **options):
         """Compiles a model of this method (`options`: `jit_compile`, `steps_per_execution`)."""

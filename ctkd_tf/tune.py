@@ -8,7 +8,7 @@ import keras_tuner
 from absl import logging
 
 from ctkd_tf import distribute, methods, resume, train
-from ctkd_tf.ctkd import ATTENTION_TARGETS
+from ctkd_tf.loss_options import ATTENTION_TARGETS, LossOptions
 from ctkd_tf.options import at_least, check_fields, option
 
 OBJECTIVE = keras_tuner.Objective("val_student_accuracy", direction="max")
@@ -17,7 +17,8 @@ TUNERS = {
     "hyperband": keras_tuner.Hyperband,
     "random": keras_tuner.RandomSearch,
 }
-# The ranges a search can have: the value's name, and whether it is searched on a log scale.
+# The ranges a search can have: the value's name (a loss option's, or the learning rate),
+# and whether it is searched on a log scale.
 RANGES = {
     "hint_weight": True,
     "attention_weight": True,
@@ -25,6 +26,9 @@ RANGES = {
     "kd_alpha": False,
     "learning_rate": True,
 }
+
+
+LOSS_OPTIONS = {f.name for f in dataclasses.fields(LossOptions)}
 
 
 def _check_range(name, bounds, log):
@@ -36,6 +40,12 @@ def _check_range(name, bounds, log):
         raise ValueError(f"The range of {name} has min {low} > max {high}.")
     if log and low <= 0:
         raise ValueError(f"{name} is searched on a log scale: its min must be > 0, got {low}.")
+    if name in LOSS_OPTIONS:
+        try:
+            for bound in (low, high):
+                LossOptions(**{name: bound})  # the option's own check
+        except ValueError as error:
+            raise ValueError(f"The range of {name}: {error}") from None
     return low, high, log
 
 
@@ -100,8 +110,6 @@ class CTKDHyperModel(keras_tuner.HyperModel):
             for name, log in RANGES.items()
             if bounds[name] is not None
         }
-        if kd_alpha is not None and not 0 <= self.ranges["kd_alpha"][0] <= self.ranges["kd_alpha"][1] <= 1:
-            raise ValueError(f"The range of kd_alpha must lie in [0, 1], got {kd_alpha}.")
         self.attention_target = list(attention_target) if attention_target else None
         if self.attention_target and not set(self.attention_target) <= set(ATTENTION_TARGETS):
             raise ValueError(

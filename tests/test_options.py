@@ -1,6 +1,7 @@
 """Options defined once: the config's checks are the flags' checks; flags made from every field."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -77,3 +78,39 @@ def test_import_loads_neither_the_tuner_nor_tfds_until_used():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False", "True", "True"]
+
+
+@pytest.mark.parametrize(
+    "name, bad, message",
+    [
+        ("kd_temperature", 0.0, "kd_temperature must be > 0, got 0.0"),
+        ("hint_loss", "l1", "hint_loss must be one of mse, kl, got 'l1'"),
+        ("expert_kd_weight", -1.0, "expert_kd_weight must be >= 0, got -1.0"),
+    ],
+)
+def test_each_loss_option_has_one_definition_for_ctkd_the_config_the_flags_and_the_tuner(name, bad, message):
+    import inspect
+
+    import keras
+
+    import ctkd_tf
+    from ctkd_tf import loss_options, tune
+
+    fields = {f.name: f for f in dataclasses.fields(loss_options.LossOptions)}
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    parameters = inspect.signature(ctkd_tf.CTKD).parameters
+    for option in loss_options.CTKD_OPTIONS:
+        # CTKD's default: the option's, or None for the weights whose default depends on the teachers.
+        assert parameters[option].default in (fields[option].default, None), option
+        assert train_fields[option].metadata == fields[option].metadata, option
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert set(loss_options.CTKD_OPTIONS) <= set(ctkd_tf.CTKD(student).get_config())
+    assert set(tune.RANGES) - {"learning_rate"} <= set(fields)
+    # One check: the same message from CTKD, the config and the flag.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ctkd_tf.CTKD(student, **{name: bad})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{name: bad})
+    flag_values, _ = fresh_flags(TrainConfig)
+    with pytest.raises(flags.Error):
+        flag_values(["prog", f"--{name}={bad}"])

@@ -111,7 +111,7 @@ def test_hypermodel_from_user_code_with_a_kerastuner_tuner(tmp_path, batch):
         (dict(hint_weight=(1.0, 0.1)), "hint_weight has min 1.0 > max 0.1"),
         (dict(attention_weight=(0.0, 10.0)), "attention_weight is searched on a log scale"),
         (dict(learning_rate=(-1, 0.1)), "learning_rate is searched on a log scale"),
-        (dict(kd_alpha=(0.5, 1.5)), "kd_alpha must lie in"),
+        (dict(kd_alpha=(0.5, 1.5)), r"The range of kd_alpha: kd_alpha must be in \[0, 1\], got 1.5"),
         (dict(hint_weight=(1.0,)), "must be \\(min, max\\)"),
         (dict(attention_target=["expert"]), "attention_target choices"),
     ],
