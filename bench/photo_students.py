@@ -54,9 +54,11 @@ def row_options(row, args, expert_dir):
         attention_weight=1000.0,
         expert_kd_weight=1.0,
     )
+    alone = dict(method="student", expert_image_size=())
+    scratch = dict(student="MobileNetV3Small", student_init=None, epochs=3 * args.epochs)
     return {
-        "expert": dict(method="student", image_size=(args.expert_size,), **pretrained),
-        "finetuned": dict(method="student", **pretrained),
+        "expert": dict(**alone, image_size=(args.expert_size,), **pretrained),
+        "finetuned": dict(**alone, **pretrained),
         "at_kd": dict(**pretrained, **distilled),
         "kd": dict(**pretrained, **distilled | dict(attention_weight=0.0)),
         "at100_kd": dict(**pretrained, **distilled | dict(attention_weight=100.0)),
@@ -66,8 +68,8 @@ def row_options(row, args, expert_dir):
             scratch_teacher="MobileNetV2",
             scratch_teacher_init=args.weights,
         ),
-        "v3_alone": dict(method="student", student="MobileNetV3Small", epochs=3 * args.epochs),
-        "v3_at_kd": dict(student="MobileNetV3Small", epochs=3 * args.epochs, **distilled),
+        "v3_alone": dict(**alone, **scratch),
+        "v3_at_kd": dict(**scratch, **distilled),
     }[row]
 
 

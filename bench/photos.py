@@ -63,6 +63,7 @@ def project_config(args, root, split, size, seed, model_dir):
         train_split="train",
         eval_split=split,
         image_size=(size,),
+        expert_image_size=(),  # stage 1 at the size compared
         expert=args.network,
         expert_init=args.weights,
         expert_head_epochs=args.head_epochs,

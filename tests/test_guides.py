@@ -65,7 +65,8 @@ def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
     command = re.search(r"<!-- guide-command.*?-->\n```sh\n(.*?)```", text, re.S)[1]
     args = shlex.split(command)
     assert args[:2] == ["python", "apps/train.py"]
-    # Tiny: 32-pixel photos, a MobileNetV2 "pretrained" with weights=None, one epoch a phase.
+    # Tiny: 32-pixel photos (64 for the expert), MobileNetV2s "pretrained" with weights=None, one
+    # epoch a phase.
     photo_folder(tmp_path / "photos")
     backbone = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), weights=None, include_top=False, pooling="avg"
@@ -75,7 +76,9 @@ def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
         a.replace("--expert_init=imagenet", f"--expert_init={tmp_path / 'mobilenet_v2_notop.weights.h5'}")
         for a in args
     ]
-    tiny = ["--image_size=32", "--expert_epochs=2", "--expert_head_epochs=1", "--epochs=1", "--batch_size=4"]
+    weights = tmp_path / "mobilenet_v2_notop.weights.h5"
+    tiny = ["--image_size=32", "--expert_image_size=64", "--expert_epochs=2", "--expert_head_epochs=1"]
+    tiny += ["--student_head_epochs=1", "--epochs=2", "--batch_size=4", f"--student_init={weights}"]
     tiny.append("--min_expert_accuracy=0")  # an expert of random weights: checked, held to no bar
     monkeypatch.chdir(root)
     run_main(

@@ -25,24 +25,25 @@ def trial_scores(project):
     return scores
 
 
-def test_search_writes_the_best_values_and_a_rerun_continues(tmp_path):
+def tiny_search(tmp_path, name, hint_warmup_epochs=0, **search):
+    """A tiny CTKD run's config and a random search over 60 % of its training photos."""
     config = tiny_train_config(
         tmp_path,
-        "search",
+        name,
         images={"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}},
         method="ctkd",
         batch_size=4,
         lr_boundaries=(),
         deterministic=False,
+        hint_warmup_epochs=hint_warmup_epochs,
     )
-    search = tune.SearchConfig(
-        tuner="random",
-        max_trials=2,
-        tune_epochs=1,
-        tune_split="train[:60%]",
-        val_split="train[60%:]",
-        hint_weight_range=(0.01, 0.1),
-        attention_weight_range=(10.0, 100.0),
+    options = dict(tuner="random", tune_epochs=1, tune_split="train[:60%]", val_split="train[60%:]")
+    return config, tune.SearchConfig(**{**options, **search})
+
+
+def test_search_writes_the_best_values_and_a_rerun_continues(tmp_path):
+    config, search = tiny_search(
+        tmp_path, "search", max_trials=2, hint_weight_range=(0.01, 0.1), attention_weight_range=(10.0, 100.0)
     )
     result = tune.tune_and_evaluate(config, search)
     out = Path(config.model_dir)
@@ -141,22 +142,12 @@ def test_tune_app_rejects_a_bad_range_before_any_work(tmp_path):
 
 
 def test_trials_train_as_apps_train_does_hint_warm_up_and_nan_stop_included(tmp_path):
-    config = tiny_train_config(
+    config, search = tiny_search(
         tmp_path,
         "warmup",
-        images={"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}},
-        method="ctkd",
-        batch_size=4,
-        lr_boundaries=(),
-        deterministic=False,
         hint_warmup_epochs=2,
-    )
-    search = tune.SearchConfig(
-        tuner="random",
         max_trials=1,
         tune_epochs=2,
-        tune_split="train[:60%]",
-        val_split="train[60%:]",
         hint_weight_range=(0.1, 0.2),
         attention_weight_range=None,
     )
