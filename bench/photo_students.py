@@ -10,8 +10,8 @@ the table's runs). Each row is `apps/train.py` with
 `configs/photos.flags` and the options below, one JSON per row and seed under `--out`
 (skipped when present: rerun the same command to go on; a run stopped midway resumes):
 
-- `expert`: MobileNetV2 fine-tuned alone from ImageNet at `--expert_size` px (seed 0 only):
-  the teacher of the distilled rows.
+- `expert`: MobileNetV2 fine-tuned alone from ImageNet at `--expert_size` px; seed 0's is
+  the teacher of the distilled rows (`--expert_dir`), other seeds measure the row's spread.
 - `finetuned`: MobileNetV2 fine-tuned alone from ImageNet at `--size` px (what a
   transfer-learning tool gives).
 - `at_kd`: the same student from the same weights, distilled from the `expert` (its attention
@@ -200,8 +200,6 @@ def main():
             run("expert", 0, args, root, split, out)  # the teacher of the distilled rows
         for seed in (int(s) for s in args.seeds.split(",")):
             for row in rows:
-                if row == "expert" and seed:
-                    continue
                 r = run(row, seed, args, root, split, out)
                 if r:
                     print(
