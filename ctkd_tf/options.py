@@ -83,10 +83,11 @@ def _item_type(annotation):
 
 
 def from_flag_value(field, value):
-    """A flag's parsed value as the field's type (lists of strings as tuples of items)."""
+    """A flag's parsed value as the field's type (lists of strings as tuples of items; an empty
+    value of an optional field, `--student_init=`, as None)."""
     annotation, optional = _kind(field)
     if getattr(annotation, "__origin__", annotation) is not tuple:
-        return value
+        return None if optional and value == "" else value
     if not value:
         return None if optional else ()
     item = _item_type(annotation)

@@ -114,3 +114,10 @@ def test_each_loss_option_has_one_definition_for_ctkd_the_config_the_flags_and_t
     flag_values, _ = fresh_flags(TrainConfig)
     with pytest.raises(flags.Error):
         flag_values(["prog", f"--{name}={bad}"])
+
+
+def test_an_empty_optional_flag_is_none():
+    flag_values, _ = fresh_flags(TrainConfig)
+    flag_values(["prog", "--student_init=imagenet", "--student_init=", "--data_dir="])
+    config = options.from_flags(TrainConfig, flag_values)
+    assert (config.student_init, config.data_dir) == (None, None)
