@@ -21,7 +21,7 @@ import ctkd_tf  # noqa: F401  (before TensorFlow: it picks TensorFlow's CPU kern
 # isort: split
 import keras
 
-from ctkd_tf import export, train
+from ctkd_tf import train
 
 from common import machine
 
@@ -39,41 +39,24 @@ def main():
         for k, v in json.loads((run / "config.json").read_text()).items()
         if k in fields
     }
-    config = train.TrainConfig(**{**options, **({"data_dir": args.data_dir} if args.data_dir else {})})
+    config = train.TrainConfig(
+        **{**options, **({"data_dir": args.data_dir} if args.data_dir else {})},
+    )
+    config = dataclasses.replace(config, export=("tflite",), tflite_quantize=True)
     strategy = train.setup(config)
     student = keras.models.load_model(run / "student.keras")
     size = tuple(student.input_shape[1:3])
-    training = train.make_data(config, config.train_split, config.train_split, strategy)
-    info = training.train_info
-    evaluation = train.make_data(config, config.train_split, config.eval_split, strategy).eval
-    images, labels = train.uint8_pixels(evaluation, info, size)
-    print(f"{run}: {config.student} at {size[0]} px, scored on {len(labels)} images of {config.eval_split}")
+    run_data = train.make_data(config, config.train_split, config.eval_split, strategy)
+    plain = train.make_data(config, config.train_split, config.train_split, strategy).eval
+    print(f"{run}: {config.student} at {size[0]} px, scored on {config.eval_split}")
     print(f"machine: {machine()}")
     for count in (int(n) for n in args.counts.split(",")):
         batches = max(1, count // config.batch_size)
-        for view, dataset in (("augmented", training.train), ("plain", training.eval)):
-            calibration = train.uint8_pixels(dataset, info, size, batches)[0]
+        for view, dataset in (("augmented", run_data.train), ("plain", plain)):
+            calibration = train.uint8_pixels(dataset, run_data.train_info, size, batches)[0]
             with tempfile.TemporaryDirectory() as directory:
-                paths = export.export_student(
-                    student,
-                    directory,
-                    ("tflite",),
-                    calibration,
-                    info.mean,
-                    info.std,
-                    config.student_pixels,
-                )
-                card = export.card(
-                    paths,
-                    student,
-                    info.mean,
-                    info.std,
-                    info.class_names,
-                    images,
-                    labels,
-                    config.eval_split,
-                    config.student_pixels,
-                )
+                train.export_student(config, student, run_data, directory, calibration)
+                card = json.loads((Path(directory) / "export" / "card.json").read_text())
             top1 = {name: f"{100 * value:.1f}" for name, value in card["accuracy"].items()}
             print(f"{view:>9} {len(calibration):5d} images: {top1}", flush=True)
 

@@ -644,12 +644,12 @@ def evaluate(config, method, model, run_data):
     return results
 
 
-def export_student(config, student, run_data, out):
+def export_student(config, student, run_data, out, calibration=None):
     """`config.export`'s formats of the student under `out/export`, taking uint8 RGB pixels.
 
     With TFLite, also `labels.txt` and `card.json` (`export.card`: the accuracy of the
     Keras student and of each TFLite model in LiteRT on the evaluation split); the int8
-    model is calibrated on 256 training images.
+    model is calibrated on 256 training images (or on `calibration`, uint8 pixels).
     """
     info = run_data.train_info
     directory = os.path.join(out, "export")
@@ -657,8 +657,8 @@ def export_student(config, student, run_data, out):
     def pixels(dataset, batches=None):
         return uint8_pixels(dataset, info, tuple(student.input_shape[1:3]), batches)
 
-    representative = None
-    if config.tflite_quantize:
+    representative = calibration
+    if config.tflite_quantize and representative is None:
         representative = pixels(run_data.train, max(1, 256 // config.batch_size))[0]
     paths = export.export_student(
         student, directory, config.export, representative, info.mean, info.std, config.student_pixels
