@@ -288,40 +288,28 @@ def fine_tune(config, strategy, run_data, out):
             name="expert",
             pixels=config.expert_pixels,
         )
-    head_epochs = config.expert_head_epochs
-    rate = config.finetune_learning_rate
-    phases = [
-        ("expert/head", False, head_epochs, rate),
-        ("expert", True, config.epochs - head_epochs, rate * config.finetune_lr_factor),
-    ]
     scores, head_weights = {}, None
-    for stage_dir, whole, epochs, phase_rate in phases:
-        if not epochs:
-            continue
-        backbone.trainable = whole
+    # The pretrained network converts the pipeline's images itself.
+    for stage_dir, phase, frozen in finetune_phases(
+        config, "expert", config.expert_head_epochs, student_pixels="dataset"
+    ):
+        backbone.trainable = not frozen
         models.freeze_batchnorm(backbone)
-        phase = dataclasses.replace(
-            config,
-            epochs=epochs,
-            learning_rate=phase_rate,
-            optimizer=config.finetune_optimizer,
-            student_pixels="dataset",  # the pretrained network converts the pipeline's images itself
-        )
         model = make_model(phase, strategy, info, None, student=expert)
         logging.info(
             "Stage 1 (%s): %d epochs, %s at rate %g, into %s",
-            "the whole network" if whole else "the new head",
-            epochs,
-            config.finetune_optimizer,
-            phase_rate,
+            "the new head" if frozen else "the whole network",
+            phase.epochs,
+            phase.optimizer,
+            phase.learning_rate,
             stage_dir,
         )
-        fit(model, phase, strategy, run_data, out, stage_dir, epochs)
-        scores["whole" if whole else "head"] = accuracy(expert, run_data.eval)
-        if not whole:
+        fit(model, phase, strategy, run_data, out, stage_dir, phase.epochs)
+        scores["head" if frozen else "whole"] = accuracy(expert, run_data.eval)
+        if frozen:
             head_weights = expert.get_weights()
     backbone.trainable = True
-    summary = {f"{phase}_accuracy": score for phase, score in scores.items()}
+    summary = {f"{name}_accuracy": score for name, score in scores.items()}
     summary["kept"] = "whole"
     if head_weights is not None and "whole" in scores and scores["whole"] < scores["head"]:
         logging.warning(
@@ -466,27 +454,42 @@ def stage_two_phases(config):
     networks the new heads first (`head/`), then the whole networks, at the fine-tuning rates."""
     if not pretrained_networks(config):
         return [("", config, False)]
-    fine_tune = dict(
-        optimizer=config.finetune_optimizer,
+    return finetune_phases(
+        config,
+        "",
+        config.student_head_epochs,
         student_pixels="dataset",  # the pretrained networks convert the pipeline's images themselves
         scratch_teacher_pixels="dataset",
         student_head_epochs=0,  # each phase is one fit
     )
-    head, rate = config.student_head_epochs, config.finetune_learning_rate
+
+
+def finetune_phases(config, stage_dir, head_epochs, **changes):
+    """`[(stage_dir, phase config, backbone frozen)]` of Keras's transfer-learning recipe, with
+    `changes` to `config` in both: `head_epochs` of the new head alone at
+    `finetune_learning_rate` (into `<stage_dir>/head`), then the rest of `config.epochs` of the
+    whole network at that rate times `finetune_lr_factor` (into `stage_dir`), both with
+    `finetune_optimizer`. A phase of no epochs is left out."""
+    rate = config.finetune_learning_rate
     phases = [
-        ("head", dataclasses.replace(config, epochs=head, learning_rate=rate, **fine_tune), True),
+        (os.path.join(stage_dir, "head"), True, head_epochs, rate),
+        (stage_dir, False, config.epochs - head_epochs, rate * config.finetune_lr_factor),
+    ]
+    return [
         (
-            "",
+            phase_dir,
             dataclasses.replace(
                 config,
-                epochs=config.epochs - head,
-                learning_rate=rate * config.finetune_lr_factor,
-                **fine_tune,
+                epochs=epochs,
+                learning_rate=phase_rate,
+                optimizer=config.finetune_optimizer,
+                **changes,
             ),
-            False,
-        ),
+            frozen,
+        )
+        for phase_dir, frozen, epochs, phase_rate in phases
+        if epochs
     ]
-    return [phase for phase in phases if phase[1].epochs]
 
 
 def make_optimizer(config, epochs, steps):
