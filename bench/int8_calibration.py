@@ -39,10 +39,9 @@ def main():
         for k, v in json.loads((run / "config.json").read_text()).items()
         if k in fields
     }
-    config = train.TrainConfig(
-        **{**options, **({"data_dir": args.data_dir} if args.data_dir else {})},
-    )
-    config = dataclasses.replace(config, export=("tflite",), tflite_quantize=True)
+    if args.data_dir:
+        options["data_dir"] = args.data_dir
+    config = dataclasses.replace(train.TrainConfig(**options), export=("tflite",), tflite_quantize=True)
     strategy = train.setup(config)
     student = keras.models.load_model(run / "student.keras")
     size = tuple(student.input_shape[1:3])

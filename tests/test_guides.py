@@ -71,12 +71,9 @@ def test_your_own_photos_tutorial_runs_at_tiny_size(tmp_path, monkeypatch):
     backbone = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), weights=None, include_top=False, pooling="avg"
     )
-    backbone.save_weights(tmp_path / "mobilenet_v2_notop.weights.h5")
-    args = [
-        a.replace("--expert_init=imagenet", f"--expert_init={tmp_path / 'mobilenet_v2_notop.weights.h5'}")
-        for a in args
-    ]
     weights = tmp_path / "mobilenet_v2_notop.weights.h5"
+    backbone.save_weights(weights)
+    args = [a.replace("--expert_init=imagenet", f"--expert_init={weights}") for a in args]
     tiny = ["--image_size=32", "--expert_image_size=64", "--expert_epochs=2", "--expert_head_epochs=1"]
     tiny += ["--student_head_epochs=1", "--epochs=2", "--batch_size=4", f"--student_init={weights}"]
     tiny.append("--min_expert_accuracy=0")  # an expert of random weights: checked, held to no bar
